@@ -1,0 +1,40 @@
+import pytest
+
+from tracker import SAEConfig
+
+
+def test_defaults_are_topk_with_documented_values():
+    cfg = SAEConfig()
+    assert (cfg.arch, cfg.k, cfg.expansion, cfg.aux_coef) == ("topk", 32, 8, 1 / 32)
+    assert cfg.latents(16) == 128
+    assert SAEConfig(d_sae=100).latents(16) == 100
+
+
+def test_learning_rate_follows_gao_scaling():
+    assert SAEConfig().learning_rate(2**14) == pytest.approx(2e-4)
+    assert SAEConfig().learning_rate(2**12) == pytest.approx(4e-4)
+    assert SAEConfig(lr=1e-3).learning_rate(2**12) == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"arch": "gated"}, r"SAEConfig.arch must be one of \['relu', 'topk'\], got 'gated'"),
+        ({"d_sae": 0}, "SAEConfig.d_sae must be positive, got 0"),
+        ({"k": -1}, "SAEConfig.k must be positive, got -1"),
+        ({"steps": 0}, "SAEConfig.steps must be positive, got 0"),
+        ({"batch_size": 0}, "SAEConfig.batch_size must be positive, got 0"),
+        ({"lr": 0.0}, "SAEConfig.lr must be positive, got 0.0"),
+        ({"l1_coef": float("nan")}, "SAEConfig.l1_coef must be finite and >= 0, got nan"),
+        ({"device": "tpu"}, r"SAEConfig.device must be one of \['auto', 'cpu', 'cuda'\]"),
+        ({"d_sae": 32, "k": 32}, "SAEConfig.k must be smaller than d_sae=32, got k=32"),
+    ],
+)
+def test_bad_fields_name_the_field_and_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SAEConfig(**kwargs)
+
+
+def test_round_trips_through_a_dict():
+    cfg = SAEConfig(arch="relu", d_sae=64, l1_coef=0.2, seed=3)
+    assert SAEConfig.from_dict(cfg.to_dict()) == cfg

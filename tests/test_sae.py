@@ -1,0 +1,50 @@
+"""SAE persistence and the raw-unit interface."""
+
+import json
+
+import pytest
+import torch
+
+from tracker import SAE, SAEConfig, train_sae
+from tracker.synthetic import planted_sparse
+
+
+@pytest.fixture(scope="module", params=["topk", "relu"])
+def fitted(request):
+    x = planted_sparse(3000, 16, 24, 2, seed=1).x_ND * 7.0
+    return train_sae(x, SAEConfig(arch=request.param, d_sae=48, k=3, steps=30)), x
+
+
+def test_save_then_load_gives_identical_outputs(fitted, tmp_path):
+    sae, x = fitted
+    out = sae.save(tmp_path / "sae")
+    assert sorted(p.name for p in out.iterdir()) == ["cfg.json", "sae.safetensors"]
+    loaded = SAE.load(out)
+    assert type(loaded) is type(sae) and loaded.config == sae.config
+    assert loaded.metrics == sae.metrics
+    for name, tensor in sae.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    with torch.no_grad():
+        assert torch.equal(sae.encode(x), loaded.encode(x))
+        assert torch.equal(sae(x), loaded(x))
+
+
+def test_encode_and_decode_shapes(fitted):
+    sae, x = fitted
+    z = sae.encode(x[:10])
+    assert z.shape == (10, 48) and sae.decode(z).shape == (10, 16)
+    assert sae.W_dec.shape == (48, 16)
+    if sae.arch == "topk":
+        assert int((z > 0).sum(1).max()) <= 3
+
+
+def test_load_errors_name_the_file(fitted, tmp_path):
+    sae, _ = fitted
+    with pytest.raises(FileNotFoundError, match="cfg.json does not exist"):
+        SAE.load(tmp_path / "nowhere")
+    out = sae.save(tmp_path / "old")
+    meta = json.loads((out / "cfg.json").read_text())
+    meta["format_version"] = 99
+    (out / "cfg.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="SAE format version 99, this tracker reads version 1"):
+        SAE.load(out)

@@ -1,0 +1,7 @@
+"""Feature lineage across training: SAEs per checkpoint, matched into lineages."""
+
+from tracker.config import SAEConfig
+from tracker.fit import train_sae
+from tracker.sae import SAE, FitMetrics
+
+__all__ = ["SAE", "FitMetrics", "SAEConfig", "train_sae"]

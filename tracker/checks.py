@@ -1,0 +1,47 @@
+"""Input validation shared by every stage: one clear ValueError naming the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def as_activations(value: object, name: str = "activations", min_samples: int = 2) -> Tensor:
+    """Return `value` as a float32 tensor [n, d], or raise ValueError saying what is wrong.
+
+    Accepts a torch tensor or a numpy array. Rejects anything that is not 2-D, has fewer than
+    `min_samples` rows or no columns, holds NaN or Inf, or has no variance at all.
+    """
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, Tensor):
+        kind = type(value).__name__
+        raise ValueError(f"{name} must be a tensor or numpy array [n, d], got {kind}")
+    if value.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [n, d], got shape {tuple(value.shape)}")
+    n, d = value.shape
+    if d < 1:
+        raise ValueError(f"{name} must have at least one column, got shape {tuple(value.shape)}")
+    if n < min_samples:
+        raise ValueError(f"{name} needs at least {min_samples} samples (rows), got {n}")
+    if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"{name} must be a real number dtype, got {value.dtype}")
+    x = value.float()
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        kind = "NaN" if bool(torch.isnan(x).any()) else "Inf"
+        raise ValueError(f"{name} holds {kind} values (first at row {bad[0]}, column {bad[1]})")
+    if float((x - x.mean(0)).pow(2).sum()) == 0.0:
+        raise ValueError(f"{name} has zero variance: all {n} rows are identical")
+    return x
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" picks CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here")
+    return torch.device(device)

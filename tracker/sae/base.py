@@ -1,0 +1,177 @@
+"""What every SAE architecture shares: parameters, raw-unit encode/decode, metrics, save/load."""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from tracker.config import SAEConfig
+
+FORMAT_VERSION = 1
+
+
+class StepLoss(NamedTuple):
+    """One training step's loss, for the optimiser and for dead-latent bookkeeping."""
+
+    loss: Tensor
+    """Scalar to minimise."""
+    fvu: Tensor
+    """Detached reconstruction FVU of the batch."""
+    fired_F: Tensor
+    """Bool [d_sae]: which latents were active on at least one sample of the batch."""
+
+
+@dataclass(frozen=True)
+class FitMetrics:
+    """How well an SAE fits the activations it was trained on (the probe set)."""
+
+    fvu: float
+    """Fraction of variance unexplained: Σ‖x − x̂‖² / Σ‖x − mean(x)‖²."""
+    l0: float
+    """Mean number of active latents per sample."""
+    dead_fraction: float
+    """Share of latents that fire on no sample."""
+    fit_seconds: float
+    """Wall time of the fit, evaluation included."""
+    steps: int
+    """Optimiser steps taken."""
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder over activations of width d with d_sae latents.
+
+    `encode` takes raw activations; `decode` gives raw activations back. Internally inputs are
+    divided by `input_scale` (the root mean squared norm of the training data), so latent values
+    are in scale-free units that compare across checkpoints.
+
+    Attributes:
+        W_enc: [d_sae, d] encoder rows.
+        b_enc: [d_sae] encoder bias.
+        W_dec: [d_sae, d] decoder rows, unit norm.
+        b_dec: [d] decoder bias, subtracted before encoding (in normalised units).
+        metrics: fit metrics, set by `train_sae`.
+        frequency: [d_sae] share of training samples on which each latent fires.
+        mean_activation: [d_sae] mean value of each latent where it fires (0 where it never does).
+    """
+
+    arch: ClassVar[str]
+    input_scale: Tensor
+    frequency: Tensor
+    mean_activation: Tensor
+
+    def __init__(self, d: int, d_sae: int, config: SAEConfig) -> None:
+        super().__init__()
+        self.d, self.d_sae, self.config = d, d_sae, config
+        self.W_enc = nn.Parameter(torch.zeros(d_sae, d))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = nn.Parameter(torch.zeros(d_sae, d))
+        self.b_dec = nn.Parameter(torch.zeros(d))
+        self.register_buffer("input_scale", torch.ones(()))
+        self.register_buffer("frequency", torch.zeros(d_sae))
+        self.register_buffer("mean_activation", torch.zeros(d_sae))
+        self.metrics: FitMetrics | None = None
+
+    # -- initialisation and constraints -------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator, mean_D: Tensor) -> None:
+        """Random unit decoder rows, encoder = decoder transpose, decoder bias = data mean."""
+        W = torch.randn(self.d_sae, self.d, generator=generator)
+        self.W_dec.copy_(W / W.norm(dim=1, keepdim=True))
+        self.W_enc.copy_(self.W_dec)
+        self.b_enc.zero_()
+        self.b_dec.copy_(mean_D)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        norms = self.W_dec.norm(dim=1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps)
+        self.W_dec.div_(norms)
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Drop the decoder gradient along each (unit) row: it would only change the norm,
+        which `normalize_decoder` undoes, and it disturbs Adam's moment estimates."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+            self.W_dec.grad.sub_(parallel * self.W_dec)
+
+    # -- the architecture's part --------------------------------------------------------------
+
+    @abstractmethod
+    def encode_normalized(self, x_BD: Tensor) -> Tensor:
+        """Dense latents [B, d_sae] of inputs already divided by `input_scale`."""
+
+    @abstractmethod
+    def training_loss(self, x_BD: Tensor, dead_F: Tensor) -> StepLoss:
+        """The loss of one batch of normalised inputs; `dead_F` marks latents seen as dead."""
+
+    # -- raw-unit interface -------------------------------------------------------------------
+
+    def encode(self, x_BD: Tensor) -> Tensor:
+        """Latents [n, d_sae] of raw activations [n, d]."""
+        return self.encode_normalized(x_BD.to(self.W_enc) / self.input_scale)
+
+    def decode(self, z_BF: Tensor) -> Tensor:
+        """Raw activations [n, d] rebuilt from latents [n, d_sae]."""
+        return (z_BF.to(self.W_dec) @ self.W_dec + self.b_dec) * self.input_scale
+
+    def forward(self, x_BD: Tensor) -> Tensor:
+        return self.decode(self.encode(x_BD))
+
+    # -- persistence: cfg.json + sae.safetensors, the layout of SAELens and sparsify ----------
+
+    def save(self, path: str | Path) -> Path:
+        """Write `path/cfg.json` and `path/sae.safetensors`; returns the directory."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "arch": self.arch,
+            "d": self.d,
+            "d_sae": self.d_sae,
+            "config": self.config.to_dict(),
+            "metrics": self.metrics.to_dict() if self.metrics else None,
+        }
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        # Write to temporary names and rename, so a crash never leaves half an SAE behind.
+        tmp_weights, tmp_cfg = out / "sae.safetensors.tmp", out / "cfg.json.tmp"
+        save_file(tensors, str(tmp_weights))
+        tmp_cfg.write_text(json.dumps(meta, indent=2))
+        tmp_weights.replace(out / "sae.safetensors")
+        tmp_cfg.replace(out / "cfg.json")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SAE:
+        """Read an SAE written by `save` (no pickle is involved)."""
+        from tracker.sae.registry import ARCHITECTURES
+
+        src = Path(path)
+        cfg_file, weights_file = src / "cfg.json", src / "sae.safetensors"
+        for file in (cfg_file, weights_file):
+            if not file.is_file():
+                raise FileNotFoundError(f"SAE file {file} does not exist")
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{cfg_file}: SAE format version {meta.get('format_version')!r}, "
+                f"this tracker reads version {FORMAT_VERSION}"
+            )
+        arch = meta["arch"]
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"{cfg_file}: unknown SAE architecture {arch!r}")
+        sae = ARCHITECTURES[arch](meta["d"], meta["d_sae"], SAEConfig.from_dict(meta["config"]))
+        sae.load_state_dict(load_file(str(weights_file)))
+        if meta.get("metrics"):
+            sae.metrics = FitMetrics(**meta["metrics"])
+        return sae.to(device)
