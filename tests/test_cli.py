@@ -1,0 +1,39 @@
+import numpy as np
+
+from tracker import SAE
+from tracker.cli import main
+from tracker.synthetic import planted_sparse
+
+
+def test_train_sae_writes_a_loadable_sae_and_reports_metrics(tmp_path, capsys):
+    x = planted_sparse(2000, 8, 12, 2, seed=0).x_ND
+    np.save(tmp_path / "100.npy", x.numpy())
+    code = main(
+        [
+            "train-sae",
+            str(tmp_path / "100.npy"),
+            "--out",
+            str(tmp_path / "sae"),
+            "--d-sae",
+            "32",
+            "--k",
+            "3",
+            "--steps",
+            "20",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "SAE topk d=8 d_sae=32: FVU" in printed
+    sae = SAE.load(tmp_path / "sae")
+    assert sae.W_dec.shape == (32, 8) and sae.metrics is not None and sae.metrics.steps == 20
+
+
+def test_bad_input_exits_non_zero_with_one_line(tmp_path, capsys):
+    assert main(["train-sae", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("tracker train-sae: error: activation file") and "does not exist" in err
+    np.save(tmp_path / "flat.npy", np.zeros(10, dtype=np.float32))
+    assert main(["train-sae", str(tmp_path / "flat.npy"), "--out", str(tmp_path / "o")]) == 2
+    assert "activations must be 2-D" in capsys.readouterr().err
