@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from tracker.checks import as_activations, resolve_device
 from tracker.config import SAEConfig
-from tracker.sae import ARCHITECTURES, SAE, FitMetrics
+from tracker.sae import ARCHITECTURES, SAE, FitMetrics, StepLoss
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ def _optimise(sae: SAE, x_ND: Tensor, config: SAEConfig, generator: torch.Genera
     n = x_ND.shape[0]
     batch = min(config.batch_size, n)
     dead_after = config.dead_after or n
-    # Fused Adam runs one kernel over all parameters; it exists on CPU from torch 2.4.
-    fused = sae.W_dec.is_cuda or hasattr(torch._C, "_fused_adam_")
-    optimiser = torch.optim.Adam(sae.parameters(), lr=config.learning_rate(sae.d_sae), fused=fused)
+    optimiser = make_optimiser(sae, config)
     since_fired_F = torch.zeros(sae.d_sae, dtype=torch.long, device=x_ND.device)
     order = torch.randperm(n, generator=generator).to(x_ND.device)
     cursor = 0
@@ -102,13 +100,7 @@ def _optimise(sae: SAE, x_ND: Tensor, config: SAEConfig, generator: torch.Genera
         x_BD = x_ND[order[cursor : cursor + batch]]
         cursor += batch
 
-        out = sae.training_loss(x_BD, since_fired_F >= dead_after)
-        optimiser.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_grads()
-        optimiser.step()
-        sae.normalize_decoder()
-
+        out = train_step(sae, optimiser, x_BD, since_fired_F >= dead_after)
         since_fired_F += batch
         since_fired_F[out.fired_F] = 0
         bar.update()
@@ -116,6 +108,29 @@ def _optimise(sae: SAE, x_ND: Tensor, config: SAEConfig, generator: torch.Genera
             bar.set_postfix(fvu=f"{float(out.fvu):.4f}", refresh=False)
     bar.close()
     return config.steps
+
+
+def make_optimiser(sae: SAE, config: SAEConfig) -> torch.optim.Adam:
+    """Adam at the config's learning rate, fused (one kernel over all parameters) where this
+    torch build has it: on CUDA, and on CPU from torch 2.4."""
+    params, lr = list(sae.parameters()), config.learning_rate(sae.d_sae)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(params, lr=lr)
+
+
+def train_step(
+    sae: SAE, optimiser: torch.optim.Optimizer, x_BD: Tensor, dead_F: Tensor
+) -> StepLoss:
+    """One optimiser step on a batch of normalised inputs; decoder rows stay unit norm."""
+    out = sae.training_loss(x_BD, dead_F)
+    optimiser.zero_grad(set_to_none=True)
+    out.loss.backward()
+    sae.remove_parallel_grads()
+    optimiser.step()
+    sae.normalize_decoder()
+    return out
 
 
 @torch.no_grad()

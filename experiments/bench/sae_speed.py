@@ -3,9 +3,9 @@
 For each shape it times, with the same threads and data:
   * one dense encoder matmul [batch, d] @ [d, d_sae] (the unit of every ratio);
   * a plain dense PyTorch TopK step (dense decode, dense backward): the usual implementation;
-  * our TopK step (`TopKSAE.training_loss`, sparse decode and backward, fused Adam), with no
+  * our TopK step (`tracker.fit.train_step`, the step `train_sae` runs), with no
     dead latents and with a quarter of latents dead (AuxK active).
-Prints steps/s, samples/s and step / matmul ratios.
+Prints steps/s, samples/s and step / matmul ratios (median of round-robin repeats).
 
     python experiments/bench/sae_speed.py [--repeats 20]
 """
@@ -20,20 +20,24 @@ from collections.abc import Callable
 import torch
 
 from tracker import SAEConfig
+from tracker.fit import make_optimiser, train_step
 from tracker.sae import TopKSAE
 
 SHAPES = [(128, 2048, 32, 4096), (512, 8192, 64, 4096)]
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `fn` after two warm-up calls (the median shrugs off noisy neighbours)."""
-    fn(), fn()
-    times = []
+def timed(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each variant. Variants run round-robin, so a noisy neighbour slows
+    them all alike and the ratios stay fair; the median shrugs off single outliers."""
+    for fn in variants.values():
+        fn(), fn()  # warm-up: allocator, thread pool, first-call dispatch
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def make_sae(d: int, d_sae: int, k: int, x: torch.Tensor) -> TopKSAE:
@@ -43,17 +47,9 @@ def make_sae(d: int, d_sae: int, k: int, x: torch.Tensor) -> TopKSAE:
 
 
 def our_step(sae: TopKSAE, x: torch.Tensor, dead: torch.Tensor) -> Callable[[], None]:
-    optimiser = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
-
-    def step() -> None:
-        out = sae.training_loss(x, dead)
-        optimiser.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_grads()
-        optimiser.step()
-        sae.normalize_decoder()
-
-    return step
+    """The step `train_sae` runs, with its optimiser."""
+    optimiser = make_optimiser(sae, sae.config)
+    return lambda: train_step(sae, optimiser, x, dead)
 
 
 def dense_step(sae: TopKSAE, x: torch.Tensor, k: int) -> Callable[[], None]:
@@ -91,7 +87,6 @@ def main() -> None:
         x = torch.randn(batch, d) / d**0.5
         W = torch.randn(d_sae, d)
         b = torch.zeros(d_sae)
-        unit = timed(lambda: torch.addmm(b, x, W.t()), args.repeats)  # noqa: B023
         none_dead = torch.zeros(d_sae, dtype=torch.bool)
         quarter_dead = torch.arange(d_sae) % 4 == 0
         variants = {
@@ -100,8 +95,9 @@ def main() -> None:
             "ours, no dead latents": our_step(make_sae(d, d_sae, k, x), x, none_dead),
             "ours, 25% dead (AuxK)": our_step(make_sae(d, d_sae, k, x), x, quarter_dead),
         }
-        for name, fn in variants.items():
-            seconds = unit if name.startswith("dense matmul") else timed(fn, args.repeats)
+        seconds_by_name = timed(variants, args.repeats)
+        unit = seconds_by_name["dense matmul (unit)"]
+        for name, seconds in seconds_by_name.items():
             shape = f"({d}, {d_sae}, {k}, {batch})"
             print(
                 f"{shape:<28}{name:<26}{1 / seconds:>9.1f}{batch / seconds:>12,.0f}"
