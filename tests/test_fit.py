@@ -52,6 +52,7 @@ def test_metrics_agree_with_a_recomputation_in_raw_units(planted, topk_sae):
     fires = z > 0
     expected_mean = z.sum(0) / fires.sum(0).clamp_min(1)
     assert_close(topk_sae.mean_activation, expected_mean)
+    assert topk_sae._workspace is None, "a fitted SAE must not keep its training buffer"
 
 
 def test_decoder_rows_stay_unit_norm(planted):

@@ -57,6 +57,7 @@ def train_sae(
     sae = _build(config, d, d_sae, generator, x_ND, init_from).to(device)
     sae.input_scale.fill_(float(scale))
     steps = _optimise(sae, x_ND, config, generator)
+    sae.release_workspace()
     sae.metrics = _measure(sae, x_ND, steps, start)
     log.info("fitted %s SAE d=%d d_sae=%d on n=%d: %s", config.arch, d, d_sae, n, sae.metrics)
     return sae

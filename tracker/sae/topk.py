@@ -14,26 +14,15 @@ from tracker.sae.sparse import ActivePattern, gather_preacts, select_topk, spars
 class TopKSAE(SAE):
     """z = ReLU(TopK_k(W_enc (x − b_dec) + b_enc)); x̂ = W_decᵀ z + b_dec."""
 
-    _pre_buffer: Tensor | None = None
-
     @torch.no_grad()
-    def preacts(self, x_BD: Tensor) -> Tensor:
+    def preacts(self, x_BD: Tensor, out: Tensor | None = None) -> Tensor:
         """Dense pre-activations [B, d_sae], without a graph: the one dense matmul of a step.
-
-        In bfloat16 on CUDA. On CPU the result goes to a buffer reused across steps: a fresh
-        [4096, 2048] float32 output is 32 MiB, which glibc maps anew on every allocation, and
-        the page faults of its first touch cost a third of the matmul.
-        The returned tensor is overwritten by the next call.
-        """
+        In bfloat16 on CUDA; on CPU written into `out` when given."""
         xc_BD = x_BD - self.b_dec
         if xc_BD.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return torch.addmm(self.b_enc, xc_BD, self.W_enc.t())
-        shape = (x_BD.shape[0], self.d_sae)
-        buffer = self._pre_buffer
-        if buffer is None or buffer.shape != shape or buffer.dtype != self.W_enc.dtype:
-            buffer = self._pre_buffer = torch.empty(shape, dtype=self.W_enc.dtype)
-        return torch.addmm(self.b_enc, xc_BD, self.W_enc.t(), out=buffer)
+        return torch.addmm(self.b_enc, xc_BD, self.W_enc.t(), out=out)
 
     def encode_normalized(self, x_BD: Tensor) -> Tensor:
         pre_BF = self.preacts(x_BD).float()
@@ -44,7 +33,7 @@ class TopKSAE(SAE):
     def training_loss(self, x_BD: Tensor, dead_F: Tensor) -> StepLoss:
         cfg = self.config
         xc_BD = x_BD - self.b_dec
-        pre_BF = self.preacts(x_BD)
+        pre_BF = self.preacts(x_BD, out=self.workspace(x_BD.shape[0], self.d_sae))
         pattern = ActivePattern.build(select_topk(pre_BF, cfg.k), self.d_sae)
         acts_BK = gather_preacts(xc_BD, self.W_enc, self.b_enc, pattern, pre_BF).relu()
         x_hat_BD = sparse_decode(acts_BK, pattern, self.W_dec) + self.b_dec
