@@ -1,0 +1,110 @@
+"""Capture: run the probe set through a model and keep the outputs of named modules.
+
+Hooks exist only during the probe pass, so training forwards run untouched. The pass runs
+under `torch.no_grad()`, in eval mode, with the random number generators forked: it draws no
+random numbers from training's streams, touches no gradient, updates no batch-norm statistic,
+and every module gets back the mode it had.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Selector = str | int | Callable[[Tensor], Tensor]
+"""How a module's output becomes [batch, d]: "flatten" (everything after the batch dimension),
+an int (that token position of a [batch, seq, d] output; -1 is the last), or a function."""
+
+
+def resolve_modules(root: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    """The named submodules of `root`, or a ValueError that names the close matches."""
+    available = dict(root.named_modules())
+    modules = {}
+    for name in names:
+        if name == "" or name not in available:
+            close = sorted(
+                (n for n in available if n),
+                key=lambda n: (-difflib.SequenceMatcher(None, name, n).ratio(), n),
+            )[:5]
+            hint = f"; close matches: {', '.join(map(repr, close))}" if close else ""
+            raise ValueError(f"module {name!r} is not in the model's named_modules(){hint}")
+        modules[name] = available[name]
+    return modules
+
+
+def select(output: Any, selector: Selector, name: str) -> Tensor:
+    """Apply `selector` to a module's output (the first element of a tuple output)."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, Tensor):
+        raise ValueError(f"module {name!r} returned {type(output).__name__}, not a tensor")
+    if callable(selector):
+        out = selector(output)
+    elif selector == "flatten":
+        out = output.reshape(output.shape[0], -1)
+    elif isinstance(selector, int):
+        if output.ndim != 3:
+            raise ValueError(
+                f"module {name!r}: a token position selector needs a [batch, seq, d] output, "
+                f"got shape {tuple(output.shape)}"
+            )
+        out = output[:, selector, :]
+    else:
+        raise ValueError(f"module {name!r}: unknown selector {selector!r}")
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != output.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"module {name!r}: the selector must give [batch={output.shape[0]}, d], got {shape}"
+        )
+    return out
+
+
+@contextmanager
+def probe_mode(root: nn.Module) -> Iterator[None]:
+    """Eval mode, no grad, forked RNG; restores every module's own training flag after."""
+    modes = [(module, module.training) for module in root.modules()]
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            root.eval()
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def capture(
+    root: nn.Module,
+    modules: dict[str, nn.Module],
+    selectors: dict[str, Selector],
+    batches: Iterator[Any],
+    forward: Callable[[Any], Any],
+) -> dict[str, Tensor]:
+    """Run `forward` on each batch and return {name: [n, d]} outputs concatenated on CPU."""
+    chunks: dict[str, list[Tensor]] = {name: [] for name in modules}
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            chunks[name].append(select(output, selectors[name], name).detach().float().cpu())
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in modules.items()]
+    try:
+        with probe_mode(root):
+            for batch in batches:
+                forward(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for name, parts in chunks.items():
+        if not parts:
+            raise ValueError(f"module {name!r} was not called during the probe forward")
+        out[name] = torch.cat(parts)
+    return out
