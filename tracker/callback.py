@@ -1,0 +1,263 @@
+"""`FeatureTracker`: the Lightning callback that snapshots activations during training."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import move_data_to_device
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
+
+from tracker.capture import Selector, capture, resolve_modules
+from tracker.config import SAEConfig
+from tracker.probe import ProbeSet, first_tensor
+from tracker.schedule import Schedule
+from tracker.snapshots import DTYPES, RunDir
+
+log = logging.getLogger(__name__)
+
+FitMode = Literal["inline", "background", "defer"]
+STATE_VERSION = 1
+
+
+def _default_forward(module: LightningModule, batch: Any) -> Any:
+    return module(first_tensor(batch))
+
+
+class FeatureTracker(Callback):
+    """Snapshot the activations of chosen modules on a fixed probe set during training.
+
+    At every scheduled step (after that many optimiser updates; step 0 is before any) the
+    probe set runs through the model under `torch.no_grad()` in eval mode, and each watched
+    module's output is saved as `<root>/<run>/activations/<layer>/<step>.safetensors`
+    [n_probe, d]. The callback never changes training: it draws no random numbers from
+    training's generators, touches no gradient and restores every module's train/eval mode.
+
+    Args:
+        modules: names from `model.named_modules()` to watch.
+        probe: a tensor [n, ...], a map-style Dataset or a non-shuffling DataLoader.
+        schedule: `"log:N"` (N steps spread geometrically), `N` / `"every:N"`, or a list of
+            steps. Step 0 and the last step are always included.
+        run: the run's name; its files go to `root/run`.
+        root: the directory that holds runs.
+        select: how an output becomes [n, d]: "flatten", a token position (int, -1 the last)
+            or a function; one for all modules or a mapping per module name.
+        sae: the SAE config used when the snapshots are fitted.
+        fit: "defer" saves snapshots only; fit them later with `tracker fit RUN_DIR`.
+            ("inline" and "background" arrive with the lineage store.)
+        dtype: "float16" (default, half the disk) or "float32".
+        probe_batch_size: probe inputs per forward (a DataLoader's own batch size wins).
+        probe_forward: `f(module, batch)` to feed the model a probe batch; by default the
+            batch (or its first element for (input, target) pairs) is passed to the module.
+        metrics_every: also record `trainer.callback_metrics` every this many steps, for the
+            training curves; they are always recorded at snapshots.
+
+    Raises:
+        ValueError: at construction for bad arguments; before training starts for an unknown
+            module (naming close matches), a selector giving the wrong shape, or a run
+            directory holding snapshots of another width or probe size.
+
+    Example:
+        >>> tracker = FeatureTracker(modules=["mlp.0"], probe=probe_x, schedule="log:20",
+        ...                          run="toy", root="data")
+        >>> Trainer(callbacks=[tracker], max_steps=5000).fit(model, loader)
+    """
+
+    def __init__(
+        self,
+        *,
+        modules: Sequence[str],
+        probe: Tensor | Dataset[Any] | DataLoader[Any],
+        schedule: int | str | Sequence[int] | Schedule = "log:20",
+        run: str = "run",
+        root: str | Path = "data",
+        select: Selector | Mapping[str, Selector] = "flatten",
+        sae: SAEConfig | None = None,
+        fit: FitMode = "defer",
+        dtype: Literal["float16", "float32"] = "float16",
+        probe_batch_size: int = 256,
+        probe_forward: Callable[[LightningModule, Any], Any] | None = None,
+        metrics_every: int = 50,
+    ) -> None:
+        if isinstance(modules, str) or not modules or not all(isinstance(m, str) for m in modules):
+            raise ValueError(f"modules must be a non-empty list of module names, got {modules!r}")
+        if len(set(modules)) != len(modules):
+            raise ValueError(f"modules lists a name twice: {list(modules)}")
+        if not run or "/" in run or run in (".", ".."):
+            raise ValueError(f"run must be a plain name (no '/'), got {run!r}")
+        if fit != "defer":
+            raise ValueError(
+                f"fit={fit!r} is not available yet: use fit='defer' and `tracker fit RUN_DIR` "
+                "(inline and background fitting arrive with the lineage store)"
+            )
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if metrics_every < 1:
+            raise ValueError(f"metrics_every must be positive, got {metrics_every}")
+        selectors = dict(select) if isinstance(select, Mapping) else dict.fromkeys(modules, select)
+        unknown = set(selectors) - set(modules)
+        if unknown or set(modules) - set(selectors):
+            raise ValueError(
+                f"select must give a selector for each watched module {list(modules)}, "
+                f"got {sorted(selectors)}"
+            )
+        self.names = list(modules)
+        self.probe = ProbeSet(probe, probe_batch_size)
+        self.n_probe = len(self.probe)
+        self.schedule = Schedule.parse(schedule)
+        self.run = run
+        self.run_dir = RunDir(Path(root) / run)
+        self.selectors: dict[str, Selector] = selectors
+        self.sae = sae or SAEConfig()
+        self.fit_mode = fit
+        self.dtype = dtype
+        self.forward = probe_forward or _default_forward
+        self.metrics_every = metrics_every
+        self.taken: set[int] = set()
+        self.steps: list[int] | None = None
+        self._modules: dict[str, torch.nn.Module] = {}
+        self._pending_metrics: list[dict[str, Any]] = []
+
+    # -- set-up: every check that can run before training does ---------------------------
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._modules = resolve_modules(pl_module, self.names)
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        last = None if math.isinf(total) else int(total)
+        self.steps = self.schedule.resolve(last)
+        widths = self._dry_run(pl_module)
+        self.run_dir.check_compatible(self.run, self.n_probe, widths)
+        if trainer.is_global_zero:
+            self.run_dir.write_manifest(
+                self.run,
+                self.n_probe,
+                widths,
+                schedule=str(self.schedule),
+                steps=self.steps,
+                dtype=self.dtype,
+                fit=self.fit_mode,
+                sae=self.sae.to_dict(),
+            )
+
+    def _dry_run(self, pl_module: LightningModule) -> dict[str, int]:
+        """One probe batch through the model: checks the selectors, finds each width."""
+        first = next(iter(self.probe.batches(range(min(self.probe.batch_size, self.n_probe)))))
+        acts = self._capture(pl_module, iter([first]))
+        return {name: x.shape[1] for name, x in acts.items()}
+
+    # -- the hooks that snapshot -------------------------------------------------------------
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Step 0 before any update; after a resume, the step the checkpoint was saved at if
+        # that snapshot was not yet taken when it was saved.
+        self._maybe_snapshot(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = trainer.global_step
+        if step % self.metrics_every == 0:
+            self._record_metrics(trainer, step)
+        self._maybe_snapshot(trainer, pl_module)
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._maybe_snapshot(trainer, pl_module, final=True)
+        self._flush_metrics(trainer)
+
+    def _maybe_snapshot(self, trainer: Trainer, pl_module: LightningModule, final: bool = False):
+        step = trainer.global_step
+        if step in self.taken or not (final or self.schedule.due(step, self.steps)):
+            return
+        self.snapshot(trainer, pl_module, step)
+
+    def snapshot(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        """Capture and (on global rank 0) write every watched module's activations."""
+        if len(self.probe) != self.n_probe:
+            raise ValueError(
+                f"probe set size changed from {self.n_probe} to {len(self.probe)} between "
+                "snapshots: the probe set must stay fixed"
+            )
+        world, rank = trainer.world_size, trainer.global_rank
+        rows = self.probe.shard(rank, world)
+        acts = self._capture(pl_module, self.probe.batches(rows))
+        if world > 1:
+            acts = {name: self._gather(trainer, x, len(rows)) for name, x in acts.items()}
+        for name, x in acts.items():
+            if x.shape[0] != self.n_probe:
+                raise ValueError(
+                    f"module {name!r} gave {x.shape[0]} rows for {self.n_probe} probe inputs: "
+                    "is it called more than once per forward?"
+                )
+        self.taken.add(step)
+        self._record_metrics(trainer, step)
+        if trainer.is_global_zero:
+            for name, x in acts.items():
+                self.run_dir.write_activations(name, step, x, self.dtype)
+            self._flush_metrics(trainer)
+        log.info("snapshot of %d modules at step %d", len(acts), step)
+
+    def _capture(self, pl_module: LightningModule, batches: Any) -> dict[str, Tensor]:
+        device = pl_module.device
+        moved = (move_data_to_device(batch, device) for batch in batches)
+        return capture(
+            pl_module,
+            self._modules,
+            self.selectors,
+            moved,
+            lambda batch: self.forward(pl_module, batch),
+        )
+
+    def _gather(self, trainer: Trainer, x_ND: Tensor, n_rows: int) -> Tensor:
+        """All ranks' shards, in probe order. Shards are padded to one size for all_gather."""
+        per_rank = -(-self.n_probe // trainer.world_size)
+        padded = x_ND.new_zeros(per_rank, x_ND.shape[1])
+        padded[:n_rows] = x_ND
+        device = trainer.strategy.root_device
+        gathered = trainer.strategy.all_gather(padded.to(device))
+        return gathered.reshape(-1, x_ND.shape[1])[: self.n_probe].cpu()
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def _record_metrics(self, trainer: Trainer, step: int) -> None:
+        for name, value in trainer.callback_metrics.items():
+            if isinstance(value, Tensor) and value.numel() == 1:
+                self._pending_metrics.append({"step": step, "name": name, "value": float(value)})
+
+    def _flush_metrics(self, trainer: Trainer) -> None:
+        if trainer.is_global_zero:
+            self.run_dir.append_metrics(self._pending_metrics)
+        self._pending_metrics = []
+
+    # -- resume -------------------------------------------------------------------------------
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "run": self.run, "taken": sorted(self.taken)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("run") != self.run:
+            log.warning(
+                "resuming run %r from a checkpoint of run %r", self.run, state_dict.get("run")
+            )
+        self.taken = set(state_dict.get("taken", []))
