@@ -1,8 +1,21 @@
 """Feature lineage across training: SAEs per checkpoint, matched into lineages."""
 
 from tracker.callback import FeatureTracker
-from tracker.config import SAEConfig
+from tracker.config import MatchConfig, SAEConfig
 from tracker.fit import train_sae
+from tracker.lineage import Lineage, track
+from tracker.match import MatchResult, match
 from tracker.sae import SAE, FitMetrics
 
-__all__ = ["SAE", "FeatureTracker", "FitMetrics", "SAEConfig", "train_sae"]
+__all__ = [
+    "SAE",
+    "FeatureTracker",
+    "FitMetrics",
+    "Lineage",
+    "MatchConfig",
+    "MatchResult",
+    "SAEConfig",
+    "match",
+    "track",
+    "train_sae",
+]

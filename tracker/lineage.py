@@ -1,0 +1,140 @@
+"""A sequence of checkpoints: SAEs fitted in order, matched pairwise, chained into lineages."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import polars as pl
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tracker.calibration import cross_seed_stable
+from tracker.checks import as_activations
+from tracker.config import MatchConfig, SAEConfig
+from tracker.fit import train_sae
+from tracker.match import MatchResult, match
+from tracker.sae import SAE
+
+NOISE_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    sae: SAE
+    acts: Tensor
+    stable: Tensor | None = None
+    """Bool [d_sae]: live features the independent other-seed SAE also has (cos >= tau)."""
+    stable_share: float | None = None
+    """Share of live features that are stable: the seed noise floor of this checkpoint."""
+
+
+@dataclass
+class Lineage:
+    checkpoints: list[Checkpoint]
+    matches: list[MatchResult]
+    """matches[i] links checkpoints[i] and checkpoints[i + 1]."""
+    ids: dict[int, dict[int, int]] = field(default_factory=dict)
+    """step -> {feature: lineage id} for every live feature."""
+    parents: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """lineage, parent, kind (split or merge), step: where a lineage came from."""
+
+
+def fit_checkpoint(
+    step: int,
+    acts: object,
+    config: SAEConfig,
+    match_config: MatchConfig,
+    previous: SAE | None = None,
+) -> Checkpoint:
+    """One checkpoint's SAE (warm-started from `previous` when config.init == "previous")
+    and, with config.noise_floor, its stable features against an independent other seed."""
+    x = as_activations(acts, name=f"activations at step {step}")
+    init_from = previous if config.init == "previous" else None
+    sae = train_sae(x, config, init_from=init_from)
+    checkpoint = Checkpoint(step, sae, x)
+    if config.noise_floor:
+        other = train_sae(x, replace(config, seed=config.seed + NOISE_SEED_OFFSET, progress=False))
+        live = sae.frequency > match_config.min_frequency
+        other_live = other.frequency > match_config.min_frequency
+        stable = torch.zeros(sae.d_sae, dtype=torch.bool)
+        stable[live] = cross_seed_stable(
+            sae.W_dec.detach()[live].cpu(),
+            other.W_dec.detach()[other_live].cpu(),
+            match_config.tau_match,
+        )
+        checkpoint.stable = stable
+        checkpoint.stable_share = float(stable[live].float().mean()) if live.any() else 0.0
+    return checkpoint
+
+
+def track(
+    acts: Mapping[int, object],
+    config: SAEConfig | None = None,
+    match_config: MatchConfig | None = None,
+    *,
+    progress: bool = False,
+) -> Lineage:
+    """Fit every checkpoint in step order, match consecutive ones, and assign lineage ids."""
+    config, match_config = config or SAEConfig(), match_config or MatchConfig()
+    checkpoints: list[Checkpoint] = []
+    for step in tqdm(sorted(acts), desc="checkpoints", disable=not progress):
+        previous = checkpoints[-1].sae if checkpoints else None
+        checkpoints.append(fit_checkpoint(step, acts[step], config, match_config, previous))
+    matches = [
+        match(
+            a.sae, b.sae, match_config, a.acts, b.acts, stable_prev=a.stable, stable_next=b.stable
+        )
+        for a, b in itertools.pairwise(checkpoints)
+    ]
+    return assign_lineages(checkpoints, matches, match_config.min_frequency)
+
+
+def assign_lineages(
+    checkpoints: list[Checkpoint],
+    matches: list[MatchResult],
+    min_frequency: float = MatchConfig.min_frequency,
+) -> Lineage:
+    """A continuation keeps its parent's lineage; births, split children and merge results
+    start new lineages, and split/merge record their parents. Live features are those
+    firing on more than `min_frequency` of the probe set, as in `match`."""
+    result = Lineage(checkpoints, matches)
+    if not checkpoints:
+        return result
+    next_id = 0
+    first = checkpoints[0]
+    result.ids[first.step] = {}
+    for feature in (first.sae.frequency > min_frequency).nonzero().flatten().tolist():
+        result.ids[first.step][feature] = next_id
+        next_id += 1
+    parents: list[dict[str, object]] = []
+    for prev, cur, m in zip(checkpoints, checkpoints[1:], matches, strict=False):
+        before, now = result.ids[prev.step], {}
+        for row in m.edges.filter(pl.col("kind") == "continuation").iter_rows(named=True):
+            now[row["target"]] = before[row["source"]]
+        for row in m.events.iter_rows(named=True):
+            for target in row["targets"]:
+                now[target] = next_id
+                for source in row["sources"]:
+                    parents.append(
+                        {
+                            "lineage": next_id,
+                            "parent": before[source],
+                            "kind": row["kind"],
+                            "step": cur.step,
+                        }
+                    )
+                next_id += 1
+        # Live features that no edge or event reached (only when a side had nothing live).
+        for feature in (cur.sae.frequency > min_frequency).nonzero().flatten().tolist():
+            if feature not in now:
+                now[feature], next_id = next_id, next_id + 1
+        result.ids[cur.step] = now
+    result.parents = pl.DataFrame(
+        parents,
+        schema={"lineage": pl.Int64, "parent": pl.Int64, "kind": pl.Utf8, "step": pl.Int64},
+    )
+    return result

@@ -1,0 +1,312 @@
+"""Match the features of two checkpoints and read the matches as events.
+
+A and B are the unit decoder rows of the live features before and after. Splits and merges
+are found first (a parent rebuilt by two or more children, or the mirror), then the remaining
+features are assigned one-to-one on cosine (continuations), and what is left is born or dies.
+See README "Events" for the definitions a researcher can check.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+import torch
+from scipy.optimize import nnls
+from torch import Tensor
+
+from tracker.assign import Neighbours, assign_dense, assign_sparse, neighbours
+from tracker.calibration import Chance, chance_cosine
+from tracker.config import MatchConfig
+from tracker.sae import SAE
+from tracker.witness import Codes, act_corr, containment
+
+log = logging.getLogger(__name__)
+
+EDGE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "source": pl.Int64,
+    "target": pl.Int64,
+    "cosine": pl.Float64,
+    "act_corr": pl.Float64,
+    "kind": pl.Utf8,
+}
+EVENT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "kind": pl.Utf8,
+    "sources": pl.List(pl.Int64),
+    "targets": pl.List(pl.Int64),
+    "confidence": pl.Float64,
+    "score": pl.Float64,
+}
+
+
+class MatchResult(NamedTuple):
+    """Edges and events between two checkpoints, with the calibration they were read at."""
+
+    edges: pl.DataFrame
+    """source, target (feature indices of each SAE), cosine, act_corr (null without
+    activations), kind ("continuation", "split" or "merge")."""
+    events: pl.DataFrame
+    """kind (birth, death, split, merge), sources, targets, confidence, score (R² gain for
+    split/merge, best cosine to the other side for birth/death)."""
+    tau: float
+    """The continuation threshold used: max(tau_match, chance quantile)."""
+    chance: Chance
+    note: str = ""
+    """Why the result is empty, when it is."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One checkpoint's live features."""
+
+    ids: np.ndarray
+    """Feature index in its SAE of each live row."""
+    W: Tensor
+    """[F_live, d] unit decoder rows."""
+    codes: Codes | None
+    stable: np.ndarray | None
+
+
+def _side(
+    sae: SAE, name: str, cfg: MatchConfig, acts: Tensor | None, stable: Tensor | None
+) -> Side:
+    W = sae.W_dec.detach().float().cpu()
+    if not bool(torch.isfinite(W).all()):
+        raise ValueError(f"{name}: the decoder holds NaN or Inf")
+    live = (sae.frequency.cpu() > cfg.min_frequency).numpy()
+    ids = np.flatnonzero(live)
+    W = W[torch.from_numpy(ids)]
+    W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    codes = Codes.of(sae, acts, ids, name) if acts is not None else None
+    stable_live = None
+    if stable is not None:
+        if stable.shape[0] != sae.d_sae:
+            raise ValueError(
+                f"{name}: stable mask has {stable.shape[0]} entries, the SAE {sae.d_sae} features"
+            )
+        stable_live = stable.cpu().numpy().astype(bool)[ids]
+    return Side(ids, W, codes, stable_live)
+
+
+def match(
+    sae_prev: SAE,
+    sae_next: SAE,
+    config: MatchConfig | None = None,
+    acts_prev: Tensor | None = None,
+    acts_next: Tensor | None = None,
+    *,
+    stable_prev: Tensor | None = None,
+    stable_next: Tensor | None = None,
+) -> MatchResult:
+    """Edges and events between the features of two consecutive checkpoints' SAEs.
+
+    Args:
+        sae_prev, sae_next: the two SAEs; features that never fired on their probe set
+            (`SAE.frequency`) are dead and take no part.
+        config: thresholds; `MatchConfig()` by default.
+        acts_prev, acts_next: the shared probe set's activations [n, d] at each checkpoint:
+            enables activation correlation on edges and the support witness for splits/merges.
+        stable_prev, stable_next: bool [d_sae] per SAE: features another seed also finds.
+            Events involving an unstable feature get at most `unstable_confidence`.
+
+    Raises:
+        ValueError: decoders of different widths, NaN in a decoder, activations of the
+            wrong shape or different probe sizes.
+    """
+    cfg = config or MatchConfig()
+    if sae_prev.d != sae_next.d:
+        raise ValueError(
+            f"SAEs have different widths: sae_prev d={sae_prev.d}, sae_next d={sae_next.d}"
+        )
+    if (acts_prev is None) != (acts_next is None):
+        raise ValueError("give both acts_prev and acts_next, or neither")
+    if acts_prev is not None and acts_next is not None and acts_prev.shape[0] != acts_next.shape[0]:
+        raise ValueError(
+            f"acts_prev and acts_next must hold the same probe inputs, got "
+            f"{acts_prev.shape[0]} and {acts_next.shape[0]} rows"
+        )
+    prev = _side(sae_prev, "sae_prev", cfg, acts_prev, stable_prev)
+    nxt = _side(sae_next, "sae_next", cfg, acts_next, stable_next)
+    chance = chance_cosine(sae_prev.d, max(len(prev.ids), len(nxt.ids)), cfg.chance_quantile)
+    tau = max(cfg.tau_match, chance.quantile)
+    if len(prev.ids) == 0 or len(nxt.ids) == 0:
+        empty = "sae_prev" if len(prev.ids) == 0 else "sae_next"
+        log.warning("%s has no live features: nothing to match", empty)
+        return MatchResult(
+            pl.DataFrame(schema=EDGE_SCHEMA),
+            pl.DataFrame(schema=EVENT_SCHEMA),
+            tau,
+            chance,
+            note=f"{empty} has no live features",
+        )
+    return _Matcher(cfg, prev, nxt, tau, chance).run()
+
+
+class _Matcher:
+    def __init__(self, cfg: MatchConfig, prev: Side, nxt: Side, tau: float, chance: Chance):
+        self.cfg, self.prev, self.nxt, self.tau, self.chance = cfg, prev, nxt, tau, chance
+        self.nb: Neighbours = neighbours(prev.W, nxt.W, cfg.candidates)
+        self.cand_min = max(cfg.candidate_min_cos, chance.quantile)
+        self.edges: list[tuple[int, int, float, str]] = []  # live-row indices
+        self.events: list[tuple[str, list[int], list[int], float, float]] = []
+
+    def run(self) -> MatchResult:
+        used_prev = np.zeros(len(self.prev.ids), bool)
+        used_next = np.zeros(len(self.nxt.ids), bool)
+        for kind, parent, parts, gain in self._split_merge_candidates():
+            ps, ns = ([parent], parts) if kind == "split" else (parts, [parent])
+            if used_prev[ps].any() or used_next[ns].any():
+                continue
+            used_prev[ps], used_next[ns] = True, True
+            witness = self._containment_ok(kind, ps, ns)
+            conf = min(1.0, gain / (2 * self.cfg.split_min_gain)) * (1.0 if witness else 0.4)
+            self._event(kind, ps, ns, self._stability_cap(ps, ns, conf), gain)
+            for p in ps:
+                for n in ns:
+                    self.edges.append((p, n, float(self.prev.W[p] @ self.nxt.W[n]), kind))
+        self._continuations(~used_prev, ~used_next, used_prev, used_next)
+        self._births_and_deaths(used_prev, used_next)
+        return self._result()
+
+    # -- splits and merges ---------------------------------------------------------------
+
+    def _split_merge_candidates(self) -> list[tuple[str, int, list[int], float]]:
+        found = []
+        for kind, own, other, idx, cos in (
+            ("split", self.prev.W, self.nxt.W, self.nb.of_prev, self.nb.of_prev_cos),
+            ("merge", self.nxt.W, self.prev.W, self.nb.of_next, self.nb.of_next_cos),
+        ):
+            # Only rows with two candidates and no single neighbour that already explains
+            # too much can qualify; finding them first keeps NNLS off most rows.
+            can = ((cos >= self.cand_min).sum(1) >= 2) & (
+                cos[:, 0].clamp_min(0) ** 2 <= 1 - self.cfg.split_min_gain
+            )
+            for row in can.nonzero().flatten().tolist():
+                fit = self._rebuild(own[row], other, idx[row], cos[row])
+                if fit is not None:
+                    found.append((kind, row, fit[0], fit[1]))
+        found.sort(key=lambda f: -f[3])
+        return found
+
+    def _rebuild(self, target: Tensor, other: Tensor, idx: Tensor, cos: Tensor):
+        """(parts, R² gain) when `target` is rebuilt by >= 2 of its neighbours clearly
+        better than by its best one alone; None otherwise."""
+        cfg = self.cfg
+        r2_single = max(float(cos[0]), 0.0) ** 2
+        parts = idx[cos >= self.cand_min]
+        for _ in range(2):  # fit, drop minor parts, refit
+            w, residual = nnls(other[parts].double().numpy().T, target.double().numpy())
+            share = w / max(w.sum(), 1e-12)
+            if (share >= cfg.split_min_share).all():
+                break
+            parts = parts[torch.from_numpy(share >= cfg.split_min_share)]
+            if len(parts) < 2:
+                return None
+        r2 = 1.0 - residual**2
+        if len(parts) < 2 or r2 < cfg.split_min_r2 or r2 - r2_single < cfg.split_min_gain:
+            return None
+        return parts.tolist(), r2 - r2_single
+
+    def _containment_ok(self, kind: str, ps: list[int], ns: list[int]) -> bool:
+        """Split children fire inside their parent's support; merge parents inside the
+        child's. Without activations there is no witness to object."""
+        if self.prev.codes is None or self.nxt.codes is None:
+            return True
+        if kind == "split":
+            share = containment(self.nxt.codes, ns, self.prev.codes, ps[0])
+        else:
+            share = containment(self.prev.codes, ps, self.nxt.codes, ns[0])
+        return bool((share >= self.cfg.min_containment).all())
+
+    # -- continuations, births and deaths -----------------------------------------------
+
+    def _continuations(self, free_prev, free_next, used_prev, used_next) -> None:
+        rows, cols = np.flatnonzero(free_prev), np.flatnonzero(free_next)
+        if max(len(self.prev.ids), len(self.nxt.ids)) <= self.cfg.hungarian_max:
+            cos = (self.prev.W[rows] @ self.nxt.W[cols].t()).double().numpy()
+            found = assign_dense(cos, self.tau)
+            pairs = zip(rows[found.prev], cols[found.next], found.cosine, strict=True)
+        else:
+            found = assign_sparse(
+                self.nb,
+                len(self.prev.ids),
+                len(self.nxt.ids),
+                self.tau,
+                free_prev=free_prev,
+                free_next=free_next,
+            )
+            pairs = zip(found.prev, found.next, found.cosine, strict=True)
+        for p, n, c in pairs:
+            used_prev[p], used_next[n] = True, True
+            self.edges.append((int(p), int(n), float(c), "continuation"))
+
+    def _births_and_deaths(self, used_prev, used_next) -> None:
+        margin = max(self.cfg.margin, 1e-6)
+        for kind, used, best_cos in (
+            ("death", used_prev, self.nb.of_prev_cos[:, 0]),
+            ("birth", used_next, self.nb.of_next_cos[:, 0]),
+        ):
+            for row in np.flatnonzero(~used).tolist():
+                best = float(best_cos[row])
+                conf = float(np.clip((self.tau - best) / margin, 0.0, 1.0))
+                conf *= self._activation_penalty(kind, row)
+                ps, ns = ([row], []) if kind == "death" else ([], [row])
+                self._event(kind, ps, ns, self._stability_cap(ps, ns, conf), best)
+
+    def _activation_penalty(self, kind: str, row: int) -> float:
+        """A born (dying) feature whose activations track one of its neighbours' on the
+        shared probe set is a continuation in disguise: lower the event's confidence."""
+        if self.prev.codes is None or self.nxt.codes is None:
+            return 1.0
+        if kind == "birth":
+            pairs = [(int(p), row) for p in self.nb.of_next[row, :3]]
+        else:
+            pairs = [(row, int(n)) for n in self.nb.of_prev[row, :3]]
+        corr = act_corr(self.prev.codes, self.nxt.codes, pairs)
+        return 0.25 if np.nanmax(corr, initial=0.0) >= self.cfg.tau_match else 1.0
+
+    def _stability_cap(self, ps: list[int], ns: list[int], conf: float) -> float:
+        stable = True
+        if self.prev.stable is not None and ps:
+            stable &= bool(self.prev.stable[ps].all())
+        if self.nxt.stable is not None and ns:
+            stable &= bool(self.nxt.stable[ns].all())
+        return conf if stable else min(conf, self.cfg.unstable_confidence)
+
+    def _event(self, kind, ps, ns, confidence, score) -> None:
+        self.events.append((kind, ps, ns, confidence, score))
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _result(self) -> MatchResult:
+        pi, ni = self.prev.ids, self.nxt.ids
+        corr: list[float | None] = [None] * len(self.edges)
+        if self.prev.codes is not None and self.nxt.codes is not None:
+            values = act_corr(
+                self.prev.codes, self.nxt.codes, [(p, n) for p, n, _, _ in self.edges]
+            )
+            corr = [None if np.isnan(v) else float(v) for v in values]
+        edges = pl.DataFrame(
+            {
+                "source": [int(pi[p]) for p, _, _, _ in self.edges],
+                "target": [int(ni[n]) for _, n, _, _ in self.edges],
+                "cosine": [c for _, _, c, _ in self.edges],
+                "act_corr": corr,
+                "kind": [k for _, _, _, k in self.edges],
+            },
+            schema=EDGE_SCHEMA,
+        )
+        events = pl.DataFrame(
+            {
+                "kind": [e[0] for e in self.events],
+                "sources": [sorted(int(pi[p]) for p in e[1]) for e in self.events],
+                "targets": [sorted(int(ni[n]) for n in e[2]) for e in self.events],
+                "confidence": [e[3] for e in self.events],
+                "score": [e[4] for e in self.events],
+            },
+            schema=EVENT_SCHEMA,
+        )
+        return MatchResult(edges, events, self.tau, self.chance)
