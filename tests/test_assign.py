@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import torch
+
+from tracker.assign import assign_dense, assign_sparse, neighbours
+
+
+def unit(x):
+    return x / x.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize(("n_prev", "n_next", "seed"), [(40, 50, 0), (70, 45, 1), (30, 30, 2)])
+@pytest.mark.parametrize("tau", [0.3, 0.7])
+def test_sparse_graph_matching_equals_hungarian(n_prev, n_next, seed, tau):
+    g = torch.Generator().manual_seed(seed)
+    A = unit(torch.randn(n_prev, 16, generator=g))
+    m = min(n_prev, n_next)
+    B = unit(
+        torch.cat(
+            [
+                A[torch.randperm(n_prev, generator=g)[:m]] + 0.35 * torch.randn(m, 16, generator=g),
+                torch.randn(n_next - m, 16, generator=g),
+            ]
+        )
+    )
+    dense = assign_dense((A @ B.t()).double().numpy(), tau)
+    sparse = assign_sparse(neighbours(A, B, 8), n_prev, n_next, tau)
+    assert sorted(zip(dense.prev, dense.next, strict=True)) == sorted(
+        zip(sparse.prev, sparse.next, strict=True)
+    )
+    assert sparse.cosine.sum() == pytest.approx(dense.cosine.sum())
+    assert (sparse.cosine >= tau).all()
+
+
+def test_sparse_matching_survives_when_no_full_matching_exists():
+    # Three rows all want the same single column: only one can have it.
+    A = unit(torch.tensor([[1.0, 0.1, 0.0], [1.0, 0.0, 0.1], [1.0, -0.1, 0.0]]))
+    B = unit(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    result = assign_sparse(neighbours(A, B, 2), 3, 2, 0.7)
+    assert result.next.tolist() == [0] and len(result.prev) == 1
+    free = np.array([True, False, True])
+    masked = assign_sparse(neighbours(A, B, 2), 3, 2, 0.7, free_prev=free)
+    assert 1 not in masked.prev.tolist()
+
+
+def test_neighbours_are_the_top_cosines_both_ways():
+    A = unit(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    B = unit(torch.tensor([[1.0, 0.2], [0.1, 1.0]]))
+    nb = neighbours(A, B, 2)
+    assert nb.of_prev[:, 0].tolist() == [0, 1, 0]  # (1, 1): 0.83 to B0, 0.77 to B1
+    assert nb.of_next[:, 0].tolist() == [0, 1]
+    torch.testing.assert_close(nb.of_prev_cos, (A @ B.t()).sort(dim=1, descending=True).values)
