@@ -6,10 +6,11 @@ import json
 from abc import abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from tracker.config import SAEConfig
@@ -147,11 +148,9 @@ class SAE(nn.Module):
 
     # -- persistence: cfg.json + sae.safetensors, the layout of SAELens and sparsify ----------
 
-    def save(self, path: str | Path) -> Path:
-        """Write `path/cfg.json` and `path/sae.safetensors`; returns the directory."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
+    def meta(self) -> dict[str, Any]:
+        """What cfg.json holds: format version, architecture, sizes, config, metrics."""
+        return {
             "format_version": FORMAT_VERSION,
             "arch": self.arch,
             "d": self.d,
@@ -159,7 +158,39 @@ class SAE(nn.Module):
             "config": self.config.to_dict(),
             "metrics": self.metrics.to_dict() if self.metrics else None,
         }
-        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+
+    def to_bytes(self) -> bytes:
+        """The weights as safetensors bytes (what the lineage store keeps)."""
+        return save_bytes(self.tensors())
+
+    @classmethod
+    def from_parts(cls, meta: dict[str, Any], tensors: dict[str, Tensor], where: str) -> SAE:
+        """Rebuild an SAE from `meta()` and its tensors; `where` names the source in errors."""
+        from tracker.sae.registry import ARCHITECTURES
+
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{where}: SAE format version {meta.get('format_version')!r}, "
+                f"this tracker reads version {FORMAT_VERSION}"
+            )
+        arch = meta["arch"]
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"{where}: unknown SAE architecture {arch!r}")
+        sae = ARCHITECTURES[arch](meta["d"], meta["d_sae"], SAEConfig.from_dict(meta["config"]))
+        sae.load_state_dict(tensors)
+        if meta.get("metrics"):
+            sae.metrics = FitMetrics(**meta["metrics"])
+        return sae
+
+    def save(self, path: str | Path) -> Path:
+        """Write `path/cfg.json` and `path/sae.safetensors`; returns the directory."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = self.meta()
+        tensors = self.tensors()
         # Write to temporary names and rename, so a crash never leaves half an SAE behind.
         tmp_weights, tmp_cfg = out / "sae.safetensors.tmp", out / "cfg.json.tmp"
         save_file(tensors, str(tmp_weights))
@@ -171,24 +202,10 @@ class SAE(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SAE:
         """Read an SAE written by `save` (no pickle is involved)."""
-        from tracker.sae.registry import ARCHITECTURES
-
         src = Path(path)
         cfg_file, weights_file = src / "cfg.json", src / "sae.safetensors"
         for file in (cfg_file, weights_file):
             if not file.is_file():
                 raise FileNotFoundError(f"SAE file {file} does not exist")
         meta = json.loads(cfg_file.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{cfg_file}: SAE format version {meta.get('format_version')!r}, "
-                f"this tracker reads version {FORMAT_VERSION}"
-            )
-        arch = meta["arch"]
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"{cfg_file}: unknown SAE architecture {arch!r}")
-        sae = ARCHITECTURES[arch](meta["d"], meta["d_sae"], SAEConfig.from_dict(meta["config"]))
-        sae.load_state_dict(load_file(str(weights_file)))
-        if meta.get("metrics"):
-            sae.metrics = FitMetrics(**meta["metrics"])
-        return sae.to(device)
+        return cls.from_parts(meta, load_file(str(weights_file)), str(cfg_file)).to(device)

@@ -1,0 +1,130 @@
+"""The DuckDB store: whole checkpoints, replacement, versions, crashes, live readers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from tracker.reader import open_db
+from tracker.store import Writer
+
+HERE = Path(__file__).parent
+
+
+def feature_rows(n, lineage_offset=0):
+    return pl.DataFrame(
+        {
+            "feature": range(n),
+            "lineage": [i + lineage_offset for i in range(n)],
+            "frequency": [0.1] * n,
+            "mean_activation": [1.0] * n,
+            "stable": [True] * n,
+        }
+    )
+
+
+def test_rewriting_a_checkpoint_replaces_it(tmp_path):
+    writer = Writer(tmp_path / "l.duckdb")
+    writer.write_checkpoint("r", "L", 5, {"features": feature_rows(3)})
+    writer.write_checkpoint("r", "L", 5, {"features": feature_rows(2, lineage_offset=10)})
+    rows = open_db(tmp_path / "l.duckdb").features("r", "L", 5)
+    assert rows["lineage"].to_list() == [10, 11]
+    with pytest.raises(ValueError, match=r"not checkpoint tables: \['runs'\]"):
+        writer.write_checkpoint("r", "L", 5, {"runs": feature_rows(1)})
+
+
+def test_user_values_are_parameters_not_sql(tmp_path):
+    writer = Writer(tmp_path / "l.duckdb")
+    writer.write_checkpoint("r", "L", 1, {"features": feature_rows(2)})
+    reader = open_db(tmp_path / "l.duckdb")
+    evil = "L' OR '1'='1"
+    assert reader.features("r", evil, 1).is_empty()
+    assert len(reader.features("r", "L", 1)) == 2
+
+
+def test_missing_foreign_and_other_version_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="database .*nope.duckdb does not exist"):
+        open_db(tmp_path / "nope.duckdb")
+    con = duckdb.connect(str(tmp_path / "other.duckdb"))
+    con.execute("CREATE TABLE t (x INT)")
+    con.close()
+    with pytest.raises(ValueError, match="is not a lineage database"):
+        open_db(tmp_path / "other.duckdb")
+    Writer(tmp_path / "old.duckdb")
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(ValueError, match="schema version 0; this tracker reads version 1"):
+        open_db(tmp_path / "old.duckdb")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_checkpoint_leaves_whole_checkpoints_and_a_rerun_completes(tmp_path):
+    db = tmp_path / "crash.duckdb"
+    rows = 60_000  # each checkpoint writes 1.2M example rows: long enough to be killed in
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "store_writer.py"), str(db), "6", str(rows)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.strip() == "writing 3":
+            time.sleep(0.2)
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+
+    reader = open_db(db)
+    steps = reader.checkpoints("r", "L")["step"].to_list()
+    assert 1 <= len(steps) <= 4 and steps == list(range(len(steps)))
+    counts = reader.sql("SELECT step, count(*) AS n FROM examples GROUP BY step ORDER BY step")
+    assert counts["step"].to_list() == steps, "no rows of a checkpoint that did not commit"
+    assert set(counts["n"].to_list()) == {20 * rows}
+
+    done = subprocess.run(
+        [sys.executable, str(HERE / "store_writer.py"), str(db), "6", str(rows)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
+    assert done.returncode == 0, done.stderr
+    checkpoints = open_db(db).checkpoints("r", "L")
+    assert checkpoints["step"].to_list() == list(range(6)), "re-run replaces, never duplicates"
+
+
+@pytest.mark.slow
+def test_a_reader_polling_a_live_writer_never_errors_and_sees_whole_checkpoints(tmp_path):
+    db = tmp_path / "live.duckdb"
+    Writer(db)
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "store_writer.py"), str(db), "50", "200"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
+    reader = open_db(db)
+    reads = 0
+    seen: set[int] = set()
+    while child.poll() is None or reads == 0:
+        counts = reader.sql(
+            "SELECT c.step, (SELECT count(*) FROM features f WHERE f.run = c.run "
+            "AND f.layer = c.layer AND f.step = c.step) AS n_features, "
+            "(SELECT count(*) FROM examples e WHERE e.step = c.step) AS n_examples"
+            " FROM checkpoints c ORDER BY c.step"
+        )
+        assert set(counts["n_features"].to_list()) <= {200}
+        assert set(counts["n_examples"].to_list()) <= {4000}
+        seen.update(counts["step"].to_list())
+        reads += 1
+    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+    assert reads > 5 and len(seen) == 50

@@ -1,0 +1,143 @@
+"""Reading the lineage store: every method returns a polars DataFrame (or a tensor/SAE).
+
+Each query opens the file read-only for its own duration, so a reader never blocks a live
+run's writer for long, and retries briefly while the writer holds it. Every value a user
+gives reaches SQL as a parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from safetensors.torch import load as load_bytes
+from torch import Tensor
+
+from tracker.sae import SAE
+from tracker.store import Writer, query
+
+
+class Reader:
+    """Queries over one lineage database file (see `open_db`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        query(self.path, "SELECT 1")  # exists, is a lineage DB of this schema version
+
+    def sql(self, sql: str, params: list[object] | None = None) -> pl.DataFrame:
+        """Any read-only query, parameterized."""
+        return query(self.path, sql, list(params or []))
+
+    def runs(self) -> pl.DataFrame:
+        return self.sql("SELECT * FROM runs ORDER BY created_at")
+
+    def layers(self, run: str) -> list[str]:
+        rows = self.sql(
+            "SELECT DISTINCT layer FROM checkpoints WHERE run = ? ORDER BY layer", [run]
+        )
+        return rows["layer"].to_list()
+
+    def checkpoints(self, run: str, layer: str | None = None) -> pl.DataFrame:
+        """Whole checkpoints written so far (a live run adds rows as it goes)."""
+        if layer is None:
+            return self.sql("SELECT * FROM checkpoints WHERE run = ? ORDER BY layer, step", [run])
+        return self.sql(
+            "SELECT * FROM checkpoints WHERE run = ? AND layer = ? ORDER BY step", [run, layer]
+        )
+
+    def metrics(self, run: str, name: str | None = None) -> pl.DataFrame:
+        if name is None:
+            return self.sql("SELECT * FROM metrics WHERE run = ? ORDER BY name, step", [run])
+        return self.sql(
+            "SELECT * FROM metrics WHERE run = ? AND name = ? ORDER BY step", [run, name]
+        )
+
+    def saes(self, run: str, layer: str) -> pl.DataFrame:
+        return self.sql(
+            "SELECT * FROM saes WHERE run = ? AND layer = ? ORDER BY step", [run, layer]
+        )
+
+    def features(self, run: str, layer: str, step: int) -> pl.DataFrame:
+        return self.sql(
+            "SELECT * FROM features WHERE run = ? AND layer = ? AND step = ? ORDER BY feature",
+            [run, layer, step],
+        )
+
+    def edges(self, run: str, layer: str, step: int) -> pl.DataFrame:
+        """Edges from the checkpoint before `step` into `step`."""
+        return self.sql(
+            "SELECT * FROM edges WHERE run = ? AND layer = ? AND step = ? ORDER BY source, target",
+            [run, layer, step],
+        )
+
+    def events(
+        self, run: str, layer: str, step: int | None = None, min_confidence: float = 0.0
+    ) -> pl.DataFrame:
+        sql = "SELECT * FROM events WHERE run = ? AND layer = ? AND confidence >= ?"
+        params: list[object] = [run, layer, min_confidence]
+        if step is not None:
+            sql += " AND step = ?"
+            params.append(step)
+        return self.sql(sql + " ORDER BY step, kind", params)
+
+    def event_counts(self, run: str, layer: str, min_confidence: float = 0.5) -> pl.DataFrame:
+        """Events per checkpoint and kind (confident ones by default)."""
+        return self.sql(
+            "SELECT step, kind, count(*) AS n FROM events WHERE run = ? AND "
+            "layer = ? AND confidence >= ? GROUP BY step, kind ORDER BY step, kind",
+            [run, layer, min_confidence],
+        )
+
+    def lineage(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
+        """One lineage's features across all checkpoints."""
+        return self.sql(
+            "SELECT * FROM features WHERE run = ? AND layer = ? AND lineage = ? ORDER BY step",
+            [run, layer, lineage],
+        )
+
+    def lineage_parents(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
+        return self.sql(
+            "SELECT * FROM lineages WHERE run = ? AND layer = ? AND lineage = ?",
+            [run, layer, lineage],
+        )
+
+    def examples(self, run: str, layer: str, step: int, feature: int) -> pl.DataFrame:
+        return self.sql(
+            "SELECT * FROM examples WHERE run = ? AND layer = ? AND step = ? AND "
+            "feature = ? ORDER BY rank",
+            [run, layer, step, feature],
+        )
+
+    def probe(self, run: str) -> pl.DataFrame:
+        return self.sql("SELECT * FROM probe WHERE run = ? ORDER BY probe_index", [run])
+
+    def failures(self, run: str) -> pl.DataFrame:
+        return self.sql("SELECT * FROM failures WHERE run = ? ORDER BY step", [run])
+
+    def sae(self, run: str, layer: str, step: int) -> SAE:
+        rows = self.sql(
+            "SELECT cfg, weights FROM sae_weights WHERE run = ? AND layer = ? AND step = ?",
+            [run, layer, step],
+        )
+        if rows.is_empty():
+            raise ValueError(f"{self.path}: no SAE for run {run!r}, layer {layer!r}, step {step}")
+        where = f"{self.path} run {run!r} layer {layer!r} step {step}"
+        return SAE.from_parts(json.loads(rows["cfg"][0]), load_bytes(rows["weights"][0]), where)
+
+    def decoder(self, run: str, layer: str, step: int) -> Tensor:
+        """The [d_sae, d] unit-row decoder of that checkpoint's SAE."""
+        return self.sae(run, layer, step).W_dec.detach()
+
+
+def open_db(path: str | Path, read_only: bool = True) -> Reader:
+    """A reader over a lineage database. With read_only=False a missing file is created
+    (empty, with the schema) first.
+
+    Raises:
+        FileNotFoundError: read_only and the file does not exist.
+        ValueError: not a lineage database, or one of another schema version.
+    """
+    if not read_only:
+        Writer(path)
+    return Reader(path)
