@@ -130,7 +130,8 @@ def test_dataset_and_dataloader_probes_give_the_same_snapshots(tmp_path):
     [
         ({"modules": "body.0"}, "modules must be a non-empty list"),
         ({"modules": []}, "modules must be a non-empty list"),
-        ({"fit": "inline"}, "fit='inline' is not available yet"),
+        ({"fit": "later"}, "fit must be 'inline', 'background' or 'defer'"),
+        ({"queue_size": 0}, "queue_size must be positive"),
         ({"dtype": "int8"}, "dtype must be one of"),
         ({"run": "a/b"}, "run must be a plain name"),
         ({"select": {"body.0": "flatten"}}, "select must give a selector for each watched"),

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tracker.capture import Selector, capture, resolve_modules
-from tracker.config import SAEConfig
+from tracker.config import MatchConfig, SAEConfig
+from tracker.fitter import SnapshotFitter
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
 from tracker.snapshots import DTYPES, RunDir
@@ -50,8 +51,14 @@ class FeatureTracker(Callback):
         select: how an output becomes [n, d]: "flatten", a token position (int, -1 the last)
             or a function; one for all modules or a mapping per module name.
         sae: the SAE config used when the snapshots are fitted.
-        fit: "defer" saves snapshots only; fit them later with `tracker fit RUN_DIR`.
-            ("inline" and "background" arrive with the lineage store.)
+        fit: "defer" saves snapshots only (fit them later with `tracker fit RUN_DIR`);
+            "inline" fits, matches and stores each snapshot at once, in the training loop;
+            "background" does it in a worker thread fed by a bounded queue, so training
+            never waits (a failed fit is logged and recorded, and training goes on).
+            All three write the same tables to `root/run/lineage.duckdb`.
+        match: the matching config for inline and background fitting.
+        queue_size: background mode: snapshots waiting for the worker before later ones
+            wait in order until training ends.
         dtype: "float16" (default, half the disk) or "float32".
         probe_batch_size: probe inputs per forward (a DataLoader's own batch size wins).
         probe_forward: `f(module, batch)` to feed the model a probe batch; by default the
@@ -81,6 +88,8 @@ class FeatureTracker(Callback):
         select: Selector | Mapping[str, Selector] = "flatten",
         sae: SAEConfig | None = None,
         fit: FitMode = "defer",
+        match: MatchConfig | None = None,
+        queue_size: int = 64,
         dtype: Literal["float16", "float32"] = "float16",
         probe_batch_size: int = 256,
         probe_forward: Callable[[LightningModule, Any], Any] | None = None,
@@ -92,11 +101,10 @@ class FeatureTracker(Callback):
             raise ValueError(f"modules lists a name twice: {list(modules)}")
         if not run or "/" in run or run in (".", ".."):
             raise ValueError(f"run must be a plain name (no '/'), got {run!r}")
-        if fit != "defer":
-            raise ValueError(
-                f"fit={fit!r} is not available yet: use fit='defer' and `tracker fit RUN_DIR` "
-                "(inline and background fitting arrive with the lineage store)"
-            )
+        if fit not in ("inline", "background", "defer"):
+            raise ValueError(f"fit must be 'inline', 'background' or 'defer', got {fit!r}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be positive, got {queue_size}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if metrics_every < 1:
@@ -117,6 +125,9 @@ class FeatureTracker(Callback):
         self.selectors: dict[str, Selector] = selectors
         self.sae = sae or SAEConfig()
         self.fit_mode = fit
+        self.match = match or MatchConfig()
+        self.queue_size = queue_size
+        self._fitter: SnapshotFitter | None = None
         self.dtype = dtype
         self.forward = probe_forward or _default_forward
         self.metrics_every = metrics_every
@@ -150,6 +161,16 @@ class FeatureTracker(Callback):
                 fit=self.fit_mode,
                 sae=self.sae.to_dict(),
             )
+            if self.fit_mode != "defer":
+                self._fitter = SnapshotFitter(
+                    self.run_dir,
+                    self.run,
+                    self.names,
+                    self.sae,
+                    self.match,
+                    background=self.fit_mode == "background",
+                    queue_size=self.queue_size,
+                )
 
     def _dry_run(self, pl_module: LightningModule) -> dict[str, int]:
         """One probe batch through the model: checks the selectors, finds each width."""
@@ -183,6 +204,17 @@ class FeatureTracker(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._maybe_snapshot(trainer, pl_module, final=True)
         self._flush_metrics(trainer)
+        if self._fitter is not None:
+            self._fitter.close()
+            self._fitter = None
+
+    @override
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        if self._fitter is not None:
+            self._fitter.close()
+            self._fitter = None
 
     def _maybe_snapshot(self, trainer: Trainer, pl_module: LightningModule, final: bool = False):
         step = trainer.global_step
@@ -214,6 +246,8 @@ class FeatureTracker(Callback):
             for name, x in acts.items():
                 self.run_dir.write_activations(name, step, x, self.dtype)
             self._flush_metrics(trainer)
+            if self._fitter is not None:
+                self._fitter.submit(step)
         log.info("snapshot of %d modules at step %d", len(acts), step)
 
     def _capture(self, pl_module: LightningModule, batches: Any) -> dict[str, Tensor]:

@@ -6,15 +6,42 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
 
 from tracker.activations import load_activation_file
-from tracker.config import SAEConfig
+from tracker.config import MatchConfig, SAEConfig
+from tracker.export import export_parquet
 from tracker.fit import train_sae
+from tracker.pipeline import analyze, fit_run
+from tracker.reader import open_db
 from tracker.sae import ARCHITECTURES
 
 EXAMPLES = """examples:
+  tracker analyze data/acts --db data/acts.duckdb --run my-run --k 32
+  tracker fit data/my-run                       # snapshots a FeatureTracker(fit="defer") saved
+  tracker export data/my-run/lineage.duckdb --parquet data/my-run/parquet
   tracker train-sae data/acts/1000.npy --out data/sae-1000 --k 32 --steps 2000
 """
+
+
+def _add_match_options(parser: argparse.ArgumentParser) -> None:
+    defaults = MatchConfig()
+    group = parser.add_argument_group("match options")
+    group.add_argument(
+        "--tau",
+        type=float,
+        default=defaults.tau_match,
+        help="least decoder cosine for a continuation (raised to chance)",
+    )
+    group.add_argument("--min-confidence", type=float, default=defaults.min_confidence)
+    group.add_argument(
+        "--min-frequency",
+        type=float,
+        default=defaults.min_frequency,
+        help="features firing on at most this share of the probe set are dead",
+    )
 
 
 def _add_sae_options(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +56,10 @@ def _add_sae_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr", type=float, default=None)
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--init", choices=["random", "previous"], default=defaults.init)
 
 
-def _sae_config(args: argparse.Namespace) -> SAEConfig:
+def _sae_config(args: argparse.Namespace, progress: bool = True) -> SAEConfig:
     return SAEConfig(
         arch=args.arch,
         d_sae=args.d_sae,
@@ -42,8 +70,49 @@ def _sae_config(args: argparse.Namespace) -> SAEConfig:
         lr=args.lr,
         seed=args.seed,
         device=args.device,
+        init=args.init,
+        progress=progress,
+    )
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    match = MatchConfig(
+        tau_match=args.tau, min_confidence=args.min_confidence, min_frequency=args.min_frequency
+    )
+    analyze(
+        args.dir,
+        args.db,
+        args.run or Path(args.dir).resolve().name,
+        layer=args.layer,
+        sae=_sae_config(args, progress=False),
+        match=match,
         progress=True,
     )
+    _summary(Path(args.db), match.min_confidence)
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    db = fit_run(args.run_dir, args.db, progress=True)
+    _summary(db, MatchConfig().min_confidence)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    written = export_parquet(args.db, args.parquet)
+    print(f"wrote {len(written)} tables to {args.parquet}: {', '.join(p.stem for p in written)}")
+    return 0
+
+
+def _summary(db: Path, min_confidence: float) -> None:
+    reader = open_db(db)
+    for run in reader.runs()["run"].to_list():
+        for layer in reader.layers(run):
+            n = len(reader.checkpoints(run, layer))
+            counts = reader.event_counts(run, layer, min_confidence)
+            by_kind = counts.group_by("kind").agg(pl.col("n").sum()).sort("kind")
+            events = ", ".join(f"{k} {n}" for k, n in by_kind.iter_rows()) or "none"
+            print(f"{db}: run {run!r} layer {layer!r}: {n} checkpoints; confident events: {events}")
 
 
 def _train_sae(args: argparse.Namespace) -> int:
@@ -68,6 +137,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    an = commands.add_parser(
+        "analyze",
+        help="fit, match and store the checkpoints of an activation directory",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    an.add_argument("dir", help="DIR/<step>.npy|.safetensors, or DIR/<layer>/<step>.*")
+    an.add_argument("--db", required=True, help="the DuckDB file to write")
+    an.add_argument("--run", help="run name (default: the directory's name)")
+    an.add_argument("--layer", help="only this layer of a multi-layer directory")
+    _add_sae_options(an)
+    _add_match_options(an)
+    an.set_defaults(run_fn=_analyze)
+
+    fr = commands.add_parser(
+        "fit",
+        help="fit and match the snapshots of a FeatureTracker(fit='defer') run",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fr.add_argument("run_dir", help="the run directory (holds run.json and activations/)")
+    fr.add_argument("--db", help="the DuckDB file (default: RUN_DIR/lineage.duckdb)")
+    fr.set_defaults(run_fn=_fit)
+
+    ex = commands.add_parser(
+        "export",
+        help="write every table of a lineage database to Parquet",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ex.add_argument("db")
+    ex.add_argument("--parquet", required=True, help="output directory, one file per table")
+    ex.set_defaults(run_fn=_export)
+
     fit = commands.add_parser(
         "train-sae",
         help="fit one SAE to one activation file [n, d]",
@@ -77,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("activations", help="a .npy, .safetensors (tensor 'activations') or .pt file")
     fit.add_argument("--out", required=True, help="directory for cfg.json + sae.safetensors")
     _add_sae_options(fit)
-    fit.set_defaults(run=_train_sae)
+    fit.set_defaults(run_fn=_train_sae)
     return parser
 
 
@@ -85,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
-        code: int = args.run(args)
-    except (ValueError, FileNotFoundError) as err:
+        code: int = args.run_fn(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"tracker {args.command}: error: {err}", file=sys.stderr)
         return 2
     return code

@@ -93,48 +93,69 @@ def track(
     return assign_lineages(checkpoints, matches, match_config.min_frequency)
 
 
+class LineageIds:
+    """Lineage ids, advanced one checkpoint at a time: a continuation keeps its parent's
+    lineage; births, split children and merge results start new ones, and splits and merges
+    record their parents. Live features fire on more than `min_frequency` of the probe set,
+    as in `match`."""
+
+    def __init__(self, min_frequency: float = MatchConfig.min_frequency) -> None:
+        self.min_frequency = min_frequency
+        self.next_id = 0
+
+    def _new(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def _live(self, sae: SAE) -> list[int]:
+        return (sae.frequency > self.min_frequency).nonzero().flatten().tolist()
+
+    def start(self, sae: SAE) -> dict[int, int]:
+        return {feature: self._new() for feature in self._live(sae)}
+
+    def advance(
+        self, before: dict[int, int], result: MatchResult, sae: SAE, step: int
+    ) -> tuple[dict[int, int], list[dict[str, object]]]:
+        """(feature -> lineage at this step, parent rows) after `result`."""
+        now: dict[int, int] = {}
+        parents: list[dict[str, object]] = []
+        for row in result.edges.filter(pl.col("kind") == "continuation").iter_rows(named=True):
+            now[row["target"]] = before[row["source"]]
+        for row in result.events.iter_rows(named=True):
+            for target in row["targets"]:
+                now[target] = self._new()
+                parents += [
+                    {
+                        "lineage": now[target],
+                        "parent": before[source],
+                        "kind": row["kind"],
+                        "step": step,
+                    }
+                    for source in row["sources"]
+                ]
+        for feature in self._live(sae):  # only when a side had nothing live to match
+            if feature not in now:
+                now[feature] = self._new()
+        return now, parents
+
+
+PARENT_SCHEMA = {"lineage": pl.Int64, "parent": pl.Int64, "kind": pl.Utf8, "step": pl.Int64}
+
+
 def assign_lineages(
     checkpoints: list[Checkpoint],
     matches: list[MatchResult],
     min_frequency: float = MatchConfig.min_frequency,
 ) -> Lineage:
-    """A continuation keeps its parent's lineage; births, split children and merge results
-    start new lineages, and split/merge record their parents. Live features are those
-    firing on more than `min_frequency` of the probe set, as in `match`."""
+    """Lineage ids for a whole sequence (see `LineageIds`)."""
     result = Lineage(checkpoints, matches)
     if not checkpoints:
         return result
-    next_id = 0
-    first = checkpoints[0]
-    result.ids[first.step] = {}
-    for feature in (first.sae.frequency > min_frequency).nonzero().flatten().tolist():
-        result.ids[first.step][feature] = next_id
-        next_id += 1
+    ids = LineageIds(min_frequency)
+    result.ids[checkpoints[0].step] = ids.start(checkpoints[0].sae)
     parents: list[dict[str, object]] = []
     for prev, cur, m in zip(checkpoints, checkpoints[1:], matches, strict=False):
-        before, now = result.ids[prev.step], {}
-        for row in m.edges.filter(pl.col("kind") == "continuation").iter_rows(named=True):
-            now[row["target"]] = before[row["source"]]
-        for row in m.events.iter_rows(named=True):
-            for target in row["targets"]:
-                now[target] = next_id
-                for source in row["sources"]:
-                    parents.append(
-                        {
-                            "lineage": next_id,
-                            "parent": before[source],
-                            "kind": row["kind"],
-                            "step": cur.step,
-                        }
-                    )
-                next_id += 1
-        # Live features that no edge or event reached (only when a side had nothing live).
-        for feature in (cur.sae.frequency > min_frequency).nonzero().flatten().tolist():
-            if feature not in now:
-                now[feature], next_id = next_id, next_id + 1
-        result.ids[cur.step] = now
-    result.parents = pl.DataFrame(
-        parents,
-        schema={"lineage": pl.Int64, "parent": pl.Int64, "kind": pl.Utf8, "step": pl.Int64},
-    )
+        result.ids[cur.step], rows = ids.advance(result.ids[prev.step], m, cur.sae, cur.step)
+        parents += rows
+    result.parents = pl.DataFrame(parents, schema=PARENT_SCHEMA)
     return result

@@ -1,0 +1,173 @@
+"""The pipeline: analyze into the store, the CLI, and the callback's three fit modes."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+from tiny import TinyNet, dataset, loader, trainer
+
+from tracker import FeatureTracker, SAEConfig
+from tracker.cli import main
+from tracker.planted import PlantedConfig, planted_run, score_events
+from tracker.reader import open_db
+
+SMALL_SAE = SAEConfig(d_sae=16, k=2, steps=60, batch_size=64)
+
+
+@pytest.mark.slow
+def test_analyze_cli_on_a_planted_directory_finds_the_true_events(tmp_path, capsys):
+    run = planted_run(
+        PlantedConfig(
+            d=32,
+            n_true=20,
+            n=2048,
+            steps=(0, 10, 20),
+            births=1,
+            deaths=1,
+            splits=1,
+            merges=1,
+            seed=0,
+        )
+    )
+    acts = tmp_path / "acts"
+    acts.mkdir()
+    for step, x in run.acts.items():
+        np.save(acts / f"{step}.npy", x.numpy())
+    code = main(
+        [
+            "analyze",
+            str(acts),
+            "--db",
+            str(tmp_path / "p.duckdb"),
+            "--run",
+            "planted",
+            "--d-sae",
+            "40",
+            "--k",
+            "4",
+            "--steps",
+            "300",
+            "--batch-size",
+            "1024",
+        ]
+    )
+    assert code == 0
+    assert "run 'planted' layer 'default': 3 checkpoints" in capsys.readouterr().out
+    reader = open_db(tmp_path / "p.duckdb")
+    events = reader.events("planted", "default", min_confidence=0.5)
+    reported = [
+        (r["prev_step"], r["step"], r["kind"], r["sources"], r["targets"])
+        for r in events.iter_rows(named=True)
+    ]
+    decoders = {s: reader.decoder("planted", "default", s) for s in (0, 10, 20)}
+    scores = score_events(run, reported, decoders)
+    assert all(s.recall == 1.0 for s in scores.values()), scores
+    assert sum(s.fp for s in scores.values()) <= 1, scores
+    # Lineage: every continuation edge keeps the lineage id of its source.
+    edges = reader.sql(
+        "SELECT e.kind, a.lineage AS src, b.lineage AS dst FROM edges e "
+        "JOIN features a ON a.step = e.prev_step AND a.feature = e.source "
+        "JOIN features b ON b.step = e.step AND b.feature = e.target"
+    )
+    cont = edges.filter(pl.col("kind") == "continuation")
+    assert len(cont) > 20 and (cont["src"] == cont["dst"]).all()
+    assert (
+        edges.filter(pl.col("kind") != "continuation")["src"]
+        != edges.filter(pl.col("kind") != "continuation")["dst"]
+    ).all()
+    first = int(reader.features("planted", "default", 20)["feature"][0])
+    ex = reader.examples("planted", "default", 20, first)
+    assert ex["rank"][:20].to_list() == list(range(20)) and len(ex) == 23
+    assert ex["activation"].is_sorted(descending=True)
+
+
+def _train(tmp_path, mode, **kwargs):
+    seed_everything(0)
+    tracker = FeatureTracker(
+        modules=["body.0"],
+        probe=dataset(128, seed=1).tensors[0],
+        schedule=[0, 4, 8],
+        run=mode,
+        root=tmp_path / "runs",
+        sae=kwargs.pop("sae", SMALL_SAE),
+        fit=mode,
+        **kwargs,
+    )
+    trainer(tmp_path, max_steps=12, callbacks=[tracker]).fit(TinyNet(), loader())
+    return tmp_path / "runs" / mode
+
+
+TABLES = {
+    "features": "step, feature",
+    "events": "step, kind, sources",
+    "edges": "step, source, target",
+    "lineages": "step, lineage, parent",
+    "examples": "step, feature, rank",
+    "saes": "step",
+    "metrics": "step, name",
+}
+
+
+def _tables(db):
+    reader = open_db(db)
+    out = {}
+    for table, order in TABLES.items():
+        frame = reader.sql(f"SELECT * EXCLUDE (run) FROM {table} ORDER BY {order}")
+        out[table] = frame.drop("fit_seconds") if table == "saes" else frame
+    return out
+
+
+@pytest.mark.slow
+def test_inline_background_and_defer_write_the_same_tables(tmp_path, capsys):
+    inline = _tables(_train(tmp_path, "inline") / "lineage.duckdb")
+    background = _tables(_train(tmp_path, "background", queue_size=1) / "lineage.duckdb")
+    deferred = _train(tmp_path, "defer")
+    assert not (deferred / "lineage.duckdb").exists()
+    assert main(["fit", str(deferred)]) == 0
+    assert "4 checkpoints" in capsys.readouterr().out
+    fitted = _tables(deferred / "lineage.duckdb")
+    assert len(inline["saes"]) == 4 and len(inline["features"]) > 0 and len(inline["metrics"]) > 0
+    for table in TABLES:
+        assert inline[table].equals(background[table]), f"{table}: inline != background"
+        assert inline[table].equals(fitted[table]), f"{table}: inline != defer + tracker fit"
+
+    out = tmp_path / "parquet"
+    assert main(["export", str(deferred / "lineage.duckdb"), "--parquet", str(out)]) == 0
+    features = pl.read_parquet(out / "features.parquet")
+    assert len(features) == len(fitted["features"])
+    assert {p.stem for p in out.glob("*.parquet")} >= {"runs", "events", "edges", "examples"}
+
+
+def test_a_failed_background_fit_is_recorded_and_training_goes_on(tmp_path, caplog):
+    bad = SAEConfig(expansion=1, k=32)  # d = 8: k >= d_sae fails at every fit
+    run_dir = _train(tmp_path, "background", sae=bad)
+    reader = open_db(run_dir / "lineage.duckdb")
+    failures = reader.failures("background")
+    assert failures["step"].to_list() == [0, 4, 8, 12]
+    assert failures["error"][0].startswith("ValueError: SAEConfig.k must be smaller than d_sae=8")
+    assert len(list((run_dir / "activations" / "body.0").glob("*.safetensors"))) == 4
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tracker fit: error: {tmp_path / 'nowhere'} is not a run directory (no run.json)"
+    )
+    assert main(["analyze", str(tmp_path), "--db", str(tmp_path / "x.duckdb")]) == 2
+    assert "holds no activation files" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "none.duckdb"), "--parquet", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_analyze_a_mapping_and_reject_steps_out_of_order(tmp_path):
+    from tracker.pipeline import Analyzer, analyze
+    from tracker.store import Writer
+
+    x = torch.randn(300, 8)
+    analyze({3: x, 1: x * 1.1}, tmp_path / "m.duckdb", "m", sae=SMALL_SAE)
+    assert open_db(tmp_path / "m.duckdb").checkpoints("m")["step"].to_list() == [1, 3]
+    analyzer = Analyzer(Writer(tmp_path / "n.duckdb"), "n", "L", SMALL_SAE)
+    analyzer.add(5, x)
+    with pytest.raises(ValueError, match="checkpoints must come in step order: 2 after 5"):
+        analyzer.add(2, x)

@@ -1,0 +1,93 @@
+"""Fitting snapshots while training runs: inline, or in a background worker thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from tracker.config import MatchConfig, SAEConfig
+from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot
+from tracker.snapshots import RunDir
+from tracker.store import Writer
+
+log = logging.getLogger(__name__)
+
+_STOP = -1
+
+
+class SnapshotFitter:
+    """Feeds each written snapshot step of a run to one `Analyzer` per layer.
+
+    Inline, `submit` does the work at once. In the background a worker thread takes steps
+    from a bounded queue; `submit` never waits: once the queue is full, later steps wait in
+    order in memory (the snapshots are on disk) and are fitted when training ends. Each step
+    is read back from its file, so every mode fits exactly what `tracker fit` would.
+    """
+
+    def __init__(
+        self,
+        run_dir: RunDir,
+        run: str,
+        layers: list[str],
+        sae: SAEConfig,
+        match: MatchConfig,
+        *,
+        background: bool,
+        queue_size: int = 64,
+    ) -> None:
+        self.run_dir, self.run = run_dir, run
+        self.writer = Writer(run_dir.path / DB_NAME)
+        self.writer.write_run(
+            run,
+            {"sae": sae.to_dict(), "match": match.to_dict(), "source": str(run_dir.activations)},
+        )
+        self.analyzers = {layer: Analyzer(self.writer, run, layer, sae, match) for layer in layers}
+        self.failures = 0
+        self._queue: queue.Queue[int] | None = None
+        self._waiting: list[int] = []
+        self._worker: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=queue_size)
+            self._worker = threading.Thread(target=self._work, name="tracker-fit", daemon=True)
+            self._worker.start()
+
+    def submit(self, step: int) -> None:
+        if self._queue is None:
+            self._process(step)
+            return
+        if not self._waiting:
+            try:
+                self._queue.put_nowait(step)
+                return
+            except queue.Full:
+                log.warning(
+                    "fit queue full at step %d: later snapshots wait for training's end", step
+                )
+        self._waiting.append(step)
+
+    def close(self) -> None:
+        """Finish every submitted step (training is over, so waiting is fine)."""
+        if self._queue is not None and self._worker is not None:
+            for step in self._waiting:
+                self._queue.put(step)
+            self._waiting = []
+            self._queue.put(_STOP)
+            self._worker.join()
+            self._queue = None
+        self.writer.write_metrics(self.run, metrics_frame(self.run_dir))
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        while (step := self._queue.get()) != _STOP:
+            self._process(step)
+
+    def _process(self, step: int) -> None:
+        for layer, analyzer in self.analyzers.items():
+            try:
+                analyzer.add(step, read_snapshot(self.run_dir, layer, step))
+            except Exception as err:  # a failed fit must not stop training
+                self.failures += 1
+                log.exception("fitting layer %s at step %d failed", layer, step)
+                self.writer.write_failure(self.run, layer, step, f"{type(err).__name__}: {err}")
+        self.writer.write_metrics(self.run, metrics_frame(self.run_dir))

@@ -1,0 +1,248 @@
+"""The offline pipeline: checkpoints in step order -> SAEs, matches, lineage -> the store.
+
+`Analyzer` takes one (run, layer)'s checkpoints one at a time; `analyze`, `tracker fit` and
+the callback's inline and background modes all drive it, so they write the same tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tracker.activations import load_activation_file
+from tracker.config import MatchConfig, SAEConfig
+from tracker.lineage import PARENT_SCHEMA, Checkpoint, LineageIds, fit_checkpoint
+from tracker.match import MatchResult, match
+from tracker.snapshots import RunDir, scan_activation_dir
+from tracker.store import Writer
+
+log = logging.getLogger(__name__)
+
+TOP_EXAMPLES = 20
+EXAMPLE_QUANTILES = (0.25, 0.5, 0.75)
+DB_NAME = "lineage.duckdb"
+
+
+class Analyzer:
+    """Fits, matches and stores the checkpoints of one (run, layer), in step order."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        run: str,
+        layer: str,
+        sae: SAEConfig | None = None,
+        match_config: MatchConfig | None = None,
+    ) -> None:
+        self.writer, self.run, self.layer = writer, run, layer
+        self.sae_config = sae or SAEConfig()
+        self.match_config = match_config or MatchConfig()
+        self.ids = LineageIds(self.match_config.min_frequency)
+        self.prev: Checkpoint | None = None
+        self.prev_ids: dict[int, int] = {}
+
+    def add(self, step: int, acts: object) -> None:
+        """Fit checkpoint `step`, match it with the previous one, write it in one transaction."""
+        if self.prev is not None and step <= self.prev.step:
+            raise ValueError(f"checkpoints must come in step order: {step} after {self.prev.step}")
+        previous = self.prev.sae if self.prev is not None else None
+        cp = fit_checkpoint(step, acts, self.sae_config, self.match_config, previous)
+        result: MatchResult | None = None
+        parents: list[dict[str, object]] = []
+        if self.prev is None:
+            ids = self.ids.start(cp.sae)
+        else:
+            result = match(
+                self.prev.sae,
+                cp.sae,
+                self.match_config,
+                self.prev.acts,
+                cp.acts,
+                stable_prev=self.prev.stable,
+                stable_next=cp.stable,
+            )
+            ids, parents = self.ids.advance(self.prev_ids, result, cp.sae, step)
+        prev_step = self.prev.step if self.prev is not None else None
+        self.writer.write_checkpoint(
+            self.run, self.layer, step, checkpoint_tables(cp, result, ids, parents, prev_step)
+        )
+        self.prev, self.prev_ids = cp, ids
+
+
+def checkpoint_tables(
+    cp: Checkpoint,
+    result: MatchResult | None,
+    ids: dict[int, int],
+    parents: list[dict[str, object]],
+    prev_step: int | None,
+) -> dict[str, pl.DataFrame]:
+    sae, metrics = cp.sae, cp.sae.metrics
+    assert metrics is not None
+    cfg = sae.config
+    stable = cp.stable if cp.stable is not None else torch.zeros(sae.d_sae, dtype=torch.bool)
+    live = sorted(ids)
+    tables = {
+        "checkpoints": pl.DataFrame(
+            [
+                {
+                    "prev_step": prev_step,
+                    "n_probe": cp.acts.shape[0],
+                    "stable_share": cp.stable_share,
+                    "tau": result.tau if result else None,
+                    "chance_mean": result.chance.mean if result else None,
+                    "chance_quantile": result.chance.quantile if result else None,
+                    "written_at": datetime.now(),
+                }
+            ],
+            schema_overrides={
+                "prev_step": pl.Int64,
+                "tau": pl.Float64,
+                "chance_mean": pl.Float64,
+                "chance_quantile": pl.Float64,
+                "stable_share": pl.Float64,
+            },
+        ),
+        "saes": pl.DataFrame(
+            [
+                {
+                    "d_in": sae.d,
+                    "d_sae": sae.d_sae,
+                    "arch": sae.arch,
+                    "k": cfg.k,
+                    "seed": cfg.seed,
+                    "fvu": metrics.fvu,
+                    "l0": metrics.l0,
+                    "dead_fraction": metrics.dead_fraction,
+                    "fit_seconds": metrics.fit_seconds,
+                }
+            ]
+        ),
+        "sae_weights": pl.DataFrame([{"cfg": json.dumps(sae.meta()), "weights": sae.to_bytes()}]),
+        "features": pl.DataFrame(
+            {
+                "feature": live,
+                "lineage": [ids[f] for f in live],
+                "frequency": sae.frequency[live].tolist(),
+                "mean_activation": sae.mean_activation[live].tolist(),
+                "stable": stable[live].tolist(),
+            },
+            schema={
+                "feature": pl.Int32,
+                "lineage": pl.Int64,
+                "frequency": pl.Float64,
+                "mean_activation": pl.Float64,
+                "stable": pl.Boolean,
+            },
+        ),
+        "examples": examples(cp, live),
+        "lineages": pl.DataFrame(parents, schema=PARENT_SCHEMA),
+    }
+    if result is not None:
+        tables["edges"] = result.edges.with_columns(pl.lit(prev_step).alias("prev_step"))
+        tables["events"] = result.events.with_columns(pl.lit(prev_step).alias("prev_step"))
+    return tables
+
+
+@torch.no_grad()
+def examples(cp: Checkpoint, live: list[int]) -> pl.DataFrame:
+    """Per live feature its top 20 probe inputs, plus one at each activation quantile of the
+    inputs it fires on (as feature dashboards show); `rank` is the position by activation."""
+    schema = {
+        "feature": pl.Int32,
+        "rank": pl.Int32,
+        "probe_index": pl.Int32,
+        "activation": pl.Float64,
+    }
+    if not live:
+        return pl.DataFrame(schema=schema)
+    z = torch.cat([cp.sae.encode(cp.acts[i : i + 4096]) for i in range(0, len(cp.acts), 4096)])
+    z = z[:, live].cpu()
+    values, order = z.sort(dim=0, descending=True)
+    fires = (z > 0).sum(0)
+    rows: list[tuple[int, int, int, float]] = []
+    for col, feature in enumerate(live):
+        count = int(fires[col])
+        ranks = list(range(min(TOP_EXAMPLES, count)))
+        if count > TOP_EXAMPLES:
+            ranks += sorted(
+                {TOP_EXAMPLES + int(q * (count - TOP_EXAMPLES)) for q in EXAMPLE_QUANTILES}
+            )
+        rows += [(feature, r, int(order[r, col]), float(values[r, col])) for r in ranks]
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def analyze(
+    source: Mapping[int, object] | str | Path,
+    db: str | Path,
+    run: str,
+    *,
+    layer: str | None = None,
+    sae: SAEConfig | None = None,
+    match: MatchConfig | None = None,
+    progress: bool = False,
+) -> Writer:
+    """Fit, match and store every checkpoint of `source`: a mapping {step: [n, d]} (one
+    layer, named `layer` or "default") or an activation directory (all its layers, or only
+    `layer`). Returns the writer of `db`."""
+    layers = _layers(source, layer)
+    writer = Writer(db)
+    sae, match = sae or SAEConfig(), match or MatchConfig()
+    where = str(source) if isinstance(source, str | Path) else "mapping"
+    writer.write_run(run, {"sae": sae.to_dict(), "match": match.to_dict(), "source": where})
+    for name, steps in layers.items():
+        analyzer = Analyzer(writer, run, name, sae, match)
+        for step in tqdm(sorted(steps), desc=f"layer {name}", disable=not progress):
+            analyzer.add(step, _load(steps[step]))
+    return writer
+
+
+def _layers(
+    source: Mapping[int, object] | str | Path, layer: str | None
+) -> dict[str, Mapping[int, Any]]:
+    if isinstance(source, str | Path):
+        found: dict[str, Mapping[int, Any]] = dict(scan_activation_dir(source))
+        if layer is not None:
+            if layer not in found:
+                raise ValueError(f"{source} has no layer {layer!r}; it has {sorted(found)}")
+            found = {layer: found[layer]}
+        return {name or "default": steps for name, steps in found.items()}
+    if not source:
+        raise ValueError("source holds no checkpoints")
+    return {layer or "default": source}
+
+
+def _load(item: object) -> object:
+    return load_activation_file(item) if isinstance(item, Path) else item
+
+
+def fit_run(run_dir: str | Path, db: str | Path | None = None, progress: bool = False) -> Path:
+    """Fit and match the snapshots a `defer` run saved; returns the database path
+    (RUN_DIR/lineage.duckdb by default). The run's own SAE config and metrics are used."""
+    rd = RunDir(run_dir)
+    manifest = rd.read_manifest()
+    if manifest is None:
+        raise FileNotFoundError(f"{rd.path} is not a run directory (no run.json)")
+    db_path = Path(db) if db is not None else rd.path / DB_NAME
+    sae = SAEConfig.from_dict(manifest.get("sae", {}))
+    writer = analyze(rd.activations, db_path, manifest["run"], sae=sae, progress=progress)
+    writer.write_metrics(manifest["run"], metrics_frame(rd))
+    return db_path
+
+
+def metrics_frame(rd: RunDir) -> pl.DataFrame:
+    return pl.DataFrame(
+        rd.metrics(), schema={"step": pl.Int64, "name": pl.Utf8, "value": pl.Float64}
+    )
+
+
+def read_snapshot(rd: RunDir, layer: str, step: int) -> Tensor:
+    return load_activation_file(rd.activation_path(layer, step))
