@@ -1,0 +1,132 @@
+"""Lineage store speed: writes and reader queries on a synthetic run of 100 checkpoints x 4096
+features (with edges, events and 23 examples per feature), measured in one run.
+
+Each query goes through `tracker.reader` as the app does, opening the file read-only for its
+own duration (that open is part of the time). SAE weights are left out (they are one BLOB per
+checkpoint, read only when a decoder is asked for).
+
+    python experiments/bench/store_speed.py [--checkpoints 100] [--features 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tracker.reader import open_db
+from tracker.store import Writer
+
+
+def checkpoint_tables(step: int, n: int, rng: np.random.Generator) -> dict[str, pl.DataFrame]:
+    features = pl.DataFrame(
+        {
+            "feature": np.arange(n, dtype=np.int32),
+            "lineage": np.arange(n) + (step // 10) * 50,
+            "frequency": rng.random(n),
+            "mean_activation": rng.random(n),
+            "stable": rng.random(n) > 0.1,
+        }
+    )
+    examples = pl.DataFrame(
+        {
+            "feature": np.repeat(np.arange(n, dtype=np.int32), 23),
+            "rank": np.tile(np.arange(23, dtype=np.int32), n),
+            "probe_index": rng.integers(0, 10_000, 23 * n).astype(np.int32),
+            "activation": rng.random(23 * n),
+        }
+    )
+    tables = {
+        "features": features,
+        "examples": examples,
+        "checkpoints": pl.DataFrame(
+            [
+                {
+                    "prev_step": step - 1 if step else None,
+                    "n_probe": 10_000,
+                    "stable_share": 0.9,
+                    "tau": 0.7,
+                    "chance_mean": 0.3,
+                    "chance_quantile": 0.4,
+                    "written_at": None,
+                }
+            ],
+            schema_overrides={"prev_step": pl.Int64},
+        ),
+    }
+    if step:
+        tables["edges"] = pl.DataFrame(
+            {
+                "prev_step": step - 1,
+                "source": np.arange(n, dtype=np.int32),
+                "target": rng.permutation(n).astype(np.int32),
+                "cosine": rng.random(n),
+                "act_corr": rng.random(n),
+                "kind": "continuation",
+            }
+        )
+        k = 40
+        tables["events"] = pl.DataFrame(
+            {
+                "prev_step": [step - 1] * k,
+                "kind": ["birth", "death", "split", "merge"] * (k // 4),
+                "sources": [[int(i)] for i in rng.integers(0, n, k)],
+                "targets": [[int(i), int(i) + 1] for i in rng.integers(0, n - 1, k)],
+                "confidence": rng.random(k),
+                "score": rng.random(k),
+            },
+            schema_overrides={"sources": pl.List(pl.Int32), "targets": pl.List(pl.Int32)},
+        )
+    return tables
+
+
+def timed(fn, repeats: int = 20) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=int, default=100)
+    parser.add_argument("--features", type=int, default=4096)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.duckdb"
+        writer = Writer(db)
+        writes = []
+        for step in range(args.checkpoints):
+            tables = checkpoint_tables(step, args.features, rng)
+            start = time.perf_counter()
+            writer.write_checkpoint("bench", "mlp", step, tables)
+            writes.append(time.perf_counter() - start)
+        size_mb = db.stat().st_size / 2**20
+        reader = open_db(db)
+        mid = args.checkpoints // 2
+        queries = {
+            "one feature's lineage, all checkpoints": lambda: reader.lineage("bench", "mlp", 123),
+            "events per checkpoint (counts by kind)": lambda: reader.event_counts("bench", "mlp"),
+            "one checkpoint's feature table": lambda: reader.features("bench", "mlp", mid),
+            "one feature's examples": lambda: reader.examples("bench", "mlp", mid, 7),
+        }
+        print(f"{args.checkpoints} checkpoints x {args.features} features, DB {size_mb:.0f} MB")
+        print(
+            f"write per checkpoint: median {statistics.median(writes) * 1e3:.0f} ms, "
+            f"max {max(writes) * 1e3:.0f} ms"
+        )
+        for name, fn in queries.items():
+            print(f"{name:<42}{timed(fn):7.1f} ms  (target <= 50)")
+
+
+if __name__ == "__main__":
+    main()
