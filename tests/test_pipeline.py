@@ -171,3 +171,46 @@ def test_analyze_a_mapping_and_reject_steps_out_of_order(tmp_path):
     analyzer.add(5, x)
     with pytest.raises(ValueError, match="checkpoints must come in step order: 2 after 5"):
         analyzer.add(2, x)
+
+
+@pytest.mark.slow
+def test_a_resumed_inline_run_continues_the_lineage(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def tracker():
+        return FeatureTracker(
+            modules=["body.0"],
+            probe=dataset(128, seed=1).tensors[0],
+            schedule="every:3",
+            run="resumed",
+            root=tmp_path / "runs",
+            sae=SMALL_SAE,
+            fit="inline",
+        )
+
+    seed_everything(0)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1)
+    trainer(tmp_path, max_steps=6, callbacks=[tracker(), ckpt], enable_checkpointing=True).fit(
+        TinyNet(), loader()
+    )
+    trainer(tmp_path, max_steps=12, callbacks=[tracker()]).fit(
+        TinyNet(), loader(), ckpt_path=next((tmp_path / "ckpt").glob("*.ckpt"))
+    )
+
+    reader = open_db(tmp_path / "runs" / "resumed" / "lineage.duckdb")
+    assert reader.checkpoints("resumed", "body.0")["step"].to_list() == [0, 3, 6, 9, 12]
+    assert reader.checkpoints("resumed", "body.0")["prev_step"].to_list()[3] == 6
+    joined = reader.sql(
+        "SELECT e.step, a.lineage AS src, b.lineage AS dst FROM edges e "
+        "JOIN features a ON a.step = e.prev_step AND a.feature = e.source "
+        "JOIN features b ON b.step = e.step AND b.feature = e.target "
+        "WHERE e.kind = 'continuation'"
+    )
+    across = joined.filter(pl.col("step") == 9)
+    assert len(across) > 0 and (across["src"] == across["dst"]).all(), "lineage kept on resume"
+    new = reader.sql(
+        "SELECT lineage FROM features WHERE step = 9 AND lineage NOT IN "
+        "(SELECT lineage FROM features WHERE step = 6)"
+    )["lineage"].to_list()
+    before = reader.sql("SELECT max(lineage) AS m FROM features WHERE step <= 6")["m"][0]
+    assert all(lineage > before for lineage in new), "new lineages must not reuse old ids"

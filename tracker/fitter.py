@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from functools import partial
 
 from tracker.config import MatchConfig, SAEConfig
 from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot
@@ -44,6 +45,7 @@ class SnapshotFitter:
         )
         self.analyzers = {layer: Analyzer(self.writer, run, layer, sae, match) for layer in layers}
         self.failures = 0
+        self._resumed = False
         self._queue: queue.Queue[int] | None = None
         self._waiting: list[int] = []
         self._worker: threading.Thread | None = None
@@ -83,6 +85,10 @@ class SnapshotFitter:
             self._process(step)
 
     def _process(self, step: int) -> None:
+        if not self._resumed:  # a resumed run goes on from what the store already holds
+            self._resumed = True
+            for layer, analyzer in self.analyzers.items():
+                analyzer.resume(step, partial(read_snapshot, self.run_dir, layer))
         for layer, analyzer in self.analyzers.items():
             try:
                 analyzer.add(step, read_snapshot(self.run_dir, layer, step))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tracker.activations import load_activation_file
+from tracker.checks import as_activations
 from tracker.config import MatchConfig, SAEConfig
 from tracker.lineage import PARENT_SCHEMA, Checkpoint, LineageIds, fit_checkpoint
 from tracker.match import MatchResult, match
+from tracker.reader import Reader
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
 
@@ -49,6 +51,32 @@ class Analyzer:
         self.ids = LineageIds(self.match_config.min_frequency)
         self.prev: Checkpoint | None = None
         self.prev_ids: dict[int, int] = {}
+
+    def resume(self, before: int, load_acts: Callable[[int], Tensor]) -> None:
+        """Continue from the last stored checkpoint before step `before` (a resumed training
+        run): its SAE, lineage ids and stable features from the store, its activations from
+        `load_acts(step)`; new lineage ids continue after the largest stored one."""
+        reader = Reader(self.writer.path)
+        stored = reader.checkpoints(self.run, self.layer).filter(pl.col("step") < before)
+        if stored.is_empty():
+            return
+        last = int(stored["step"].max())  # type: ignore[arg-type]
+        sae = reader.sae(self.run, self.layer, last)
+        features = reader.features(self.run, self.layer, last)
+        stable = torch.zeros(sae.d_sae, dtype=torch.bool)
+        stable[features.filter(pl.col("stable"))["feature"].to_list()] = True
+        share = stored.filter(pl.col("step") == last)["stable_share"][0]
+        self.prev = Checkpoint(last, sae, as_activations(load_acts(last)), stable, share)
+        self.prev_ids = dict(
+            zip(features["feature"].to_list(), features["lineage"].to_list(), strict=True)
+        )
+        top = reader.sql(
+            "SELECT max(lineage) AS m FROM (SELECT lineage FROM features WHERE "
+            "run = ? AND layer = ? UNION ALL SELECT lineage FROM lineages WHERE "
+            "run = ? AND layer = ?)",
+            [self.run, self.layer] * 2,
+        )["m"][0]
+        self.ids.next_id = int(top) + 1 if top is not None else 0
 
     def add(self, step: int, acts: object) -> None:
         """Fit checkpoint `step`, match it with the previous one, write it in one transaction."""
