@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,13 +17,14 @@ from tracker.config import MatchConfig, SAEConfig
 from tracker.export import export_parquet
 from tracker.fit import train_sae
 from tracker.pipeline import analyze, fit_run
-from tracker.reader import open_db
+from tracker.reader import VIEWER_DBS_ENV, open_db
 from tracker.sae import ARCHITECTURES
 
 EXAMPLES = """examples:
   tracker analyze data/acts --db data/acts.duckdb --run my-run --k 32
   tracker fit data/my-run                       # snapshots a FeatureTracker(fit="defer") saved
   tracker export data/my-run/lineage.duckdb --parquet data/my-run/parquet
+  tracker app data/my-run/lineage.duckdb --port 8501
   tracker train-sae data/acts/1000.npy --out data/sae-1000 --k 32 --steps 2000
 """
 
@@ -104,6 +107,46 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    dbs = [Path(p).resolve() for p in args.db]
+    if not dbs:
+        dbs = sorted(Path("data").resolve().glob("**/*.duckdb"))
+        if not dbs:
+            raise FileNotFoundError(
+                "no database given and none under ./data: tracker app DB [DB ...]"
+            )
+        print(f"opening the databases under ./data: {', '.join(map(str, dbs))}")
+    for db in dbs:
+        if not db.is_file():
+            raise FileNotFoundError(f"database {db} does not exist")
+        open_db(db)  # a lineage database of this schema version, or one clear error now
+    script = Path(__file__).resolve().parent.parent / "app" / "main.py"
+    if not script.is_file():
+        raise FileNotFoundError(
+            f"the viewer {script} is missing: run from a clone installed with `pip install -e .`"
+        )
+    env = {**os.environ, VIEWER_DBS_ENV: os.pathsep.join(map(str, dbs))}
+    print(f"viewer on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    return subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(script),
+            "--server.address",
+            args.host,
+            "--server.port",
+            str(args.port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        env=env,
+    )
+
+
 def _summary(db: Path, min_confidence: float) -> None:
     reader = open_db(db)
     for run in reader.runs()["run"].to_list():
@@ -170,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("db")
     ex.add_argument("--parquet", required=True, help="output directory, one file per table")
     ex.set_defaults(run_fn=_export)
+
+    app = commands.add_parser(
+        "app",
+        help="start the viewer on lineage databases (binds 127.0.0.1 unless told)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    app.add_argument("db", nargs="*", help="database files (default: all under ./data)")
+    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    app.set_defaults(run_fn=_app)
 
     fit = commands.add_parser(
         "train-sae",

@@ -17,6 +17,9 @@ from torch import Tensor
 from tracker.sae import SAE
 from tracker.store import Writer, query
 
+VIEWER_DBS_ENV = "TRACKER_DBS"
+"""The environment variable through which `tracker app` tells the viewer which files to open."""
+
 
 class Reader:
     """Queries over one lineage database file (see `open_db`)."""
@@ -95,6 +98,37 @@ class Reader:
             "SELECT * FROM features WHERE run = ? AND layer = ? AND lineage = ? ORDER BY step",
             [run, layer, lineage],
         )
+
+    def lineage_edges(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
+        """Edges into the lineage's features: the cosine to its own past at each step."""
+        return self.sql(
+            "SELECT e.* FROM edges e JOIN features f ON f.run = e.run AND f.layer = e.layer "
+            "AND f.step = e.step AND f.feature = e.target "
+            "WHERE e.run = ? AND e.layer = ? AND f.lineage = ? ORDER BY e.step",
+            [run, layer, lineage],
+        )
+
+    def lineage_events(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
+        """Events that take one of the lineage's features as source or target."""
+        return self.sql(
+            "SELECT DISTINCT ev.* FROM events ev JOIN features f ON f.run = ev.run AND "
+            "f.layer = ev.layer AND ((f.step = ev.step AND list_contains(ev.targets, "
+            "f.feature)) OR (f.step = ev.prev_step AND list_contains(ev.sources, f.feature))) "
+            "WHERE ev.run = ? AND ev.layer = ? AND f.lineage = ? ORDER BY ev.step",
+            [run, layer, lineage],
+        )
+
+    def feature_map(self, run: str, layer: str) -> pl.DataFrame:
+        """step, feature, lineage of every live feature of every checkpoint."""
+        return self.sql(
+            "SELECT step, feature, lineage, frequency FROM features WHERE run = ? "
+            "AND layer = ? ORDER BY step, feature",
+            [run, layer],
+        )
+
+    def run_config(self, run: str) -> dict[str, object]:
+        rows = self.sql("SELECT config FROM runs WHERE run = ?", [run])
+        return json.loads(rows["config"][0]) if not rows.is_empty() else {}
 
     def lineage_parents(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
         return self.sql(

@@ -1,0 +1,93 @@
+"""What every page shares: the databases given, cached reads, and selections in the URL.
+
+The app reads the lineage store through `tracker.reader` and nothing else. Reads are cached
+for a few seconds only, so a page over a live run shows its newest whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from tracker.reader import VIEWER_DBS_ENV, Reader, open_db
+
+LIVE_WITHIN = timedelta(minutes=2)
+TTL = 5  # seconds: a live run's new checkpoints appear within this
+
+
+def databases() -> list[str]:
+    """The database files this app was started on (`tracker app DB ...`); no others open."""
+    return [p for p in os.environ.get(VIEWER_DBS_ENV, "").split(os.pathsep) if p]
+
+
+@st.cache_resource
+def reader(path: str) -> Reader:
+    return open_db(path)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def read(path: str, method: str, *args: object) -> Any:
+    """A cached reader query; every input is part of the cache key."""
+    return getattr(reader(path), method)(*args)
+
+
+def param(name: str, default: str | None = None) -> str | None:
+    return st.query_params.get(name, default)
+
+
+def choose(label: str, options: list[str], key: str) -> str | None:
+    """A selectbox whose choice lives in the URL (`?key=...`), so a view can be shared."""
+    if not options:
+        return None
+    current = param(key)
+    index = options.index(current) if current in options else 0
+    choice = st.sidebar.selectbox(label, options, index=index, key=f"select_{key}")
+    if st.query_params.get(key) != choice:
+        st.query_params[key] = choice
+    return choice
+
+
+def select_run() -> tuple[str, str, str] | None:
+    """Sidebar choice of database, run and layer; None (with a message) when there is none."""
+    dbs = databases()
+    if not dbs:
+        st.error("No lineage database given: start the viewer with `tracker app DB ...`.")
+        return None
+    missing = [p for p in dbs if not Path(p).is_file()]
+    if missing:
+        st.error(f"Database file not found: {', '.join(missing)}")
+        return None
+    db = choose("Database", dbs, "db")
+    assert db is not None
+    runs = read(db, "runs")["run"].to_list()
+    run = choose("Run", runs, "run")
+    if run is None:
+        st.info(f"{db} holds no run yet.")
+        return None
+    layer = choose("Layer", read(db, "layers", run), "layer")
+    if layer is None:
+        st.info(f"Run {run!r} has no checkpoint yet.")
+        return None
+    live_banner(db, run, layer)
+    return db, run, layer
+
+
+def live_banner(db: str, run: str, layer: str) -> None:
+    checkpoints = read(db, "checkpoints", run, layer)
+    if checkpoints.is_empty():
+        return
+    newest = checkpoints["written_at"].max()
+    if isinstance(newest, datetime) and datetime.now() - newest < LIVE_WITHIN:
+        step = checkpoints["step"].max()
+        st.info(
+            f"Run is live: showing the newest whole checkpoint (step {step}); "
+            "the page refreshes its data every few seconds."
+        )
+
+
+def steps(db: str, run: str, layer: str) -> list[int]:
+    return read(db, "checkpoints", run, layer)["step"].to_list()

@@ -1,0 +1,78 @@
+"""Compare: two checkpoints' decoder cosines, ordered by the assignment, against chance."""
+
+import altair as alt
+import numpy as np
+import polars as pl
+import streamlit as st
+from common import read, select_run, steps
+from matplotlib import colormaps
+from scipy.optimize import linear_sum_assignment
+
+from tracker.calibration import chance_cosine
+
+MAX_FEATURES = 512
+
+st.title("Compare")
+selection = select_run()
+if selection:
+    db, run, layer = selection
+    all_steps = steps(db, run, layer)
+    if len(all_steps) < 2:
+        st.info("This run has one checkpoint: nothing to compare yet.")
+    else:
+        cols = st.columns(2)
+        a = cols[0].selectbox("Checkpoint A", all_steps, index=len(all_steps) - 2)
+        b = cols[1].selectbox("Checkpoint B", all_steps, index=len(all_steps) - 1)
+
+        def live_decoder(step: int) -> np.ndarray:
+            features = read(db, "features", run, layer, step).sort("frequency", descending=True)
+            rows = features["feature"].head(MAX_FEATURES).to_list()
+            W = read(db, "decoder", run, layer, step).numpy()[rows]
+            return W / np.linalg.norm(W, axis=1, keepdims=True)
+
+        A, B = live_decoder(a), live_decoder(b)
+        cos = A @ B.T
+        rows, cols_ = linear_sum_assignment(cos, maximize=True)
+        order = np.argsort(-cos[rows, cols_])
+        rows, cols_ = rows[order], cols_[order]
+        row_order = np.concatenate([rows, np.setdiff1d(np.arange(len(A)), rows)])
+        col_order = np.concatenate([cols_, np.setdiff1d(np.arange(len(B)), cols_)])
+        image = colormaps["RdBu_r"]((cos[row_order][:, col_order] + 1) / 2)[..., :3]
+        st.image(
+            (image * 255).astype(np.uint8),
+            caption=(
+                f"Decoder cosines, A = step {a} (rows, {len(A)} live features) x B = step {b} "
+                "(columns), ordered by the one-to-one assignment: matches on the diagonal."
+            ),
+            width=min(720, 6 * max(len(A), len(B)) + 100),
+        )
+
+        best = cos.max(axis=1)
+        chance = chance_cosine(A.shape[1], len(B))
+        hist = (
+            alt.Chart(pl.DataFrame({"best_cosine": best}).to_pandas())
+            .mark_bar()
+            .encode(
+                x=alt.X("best_cosine:Q", bin=alt.Bin(maxbins=40), title="best-match cosine"),
+                y="count()",
+            )
+        )
+        rules = (
+            alt.Chart(
+                pl.DataFrame(
+                    {
+                        "cosine": [chance.mean, chance.quantile],
+                        "chance": ["random mean", "random 99th pct"],
+                    }
+                ).to_pandas()
+            )
+            .mark_rule(color="black", strokeDash=[4, 4])
+            .encode(x="cosine:Q", tooltip=["chance"])
+        )
+        st.altair_chart((hist + rules).properties(height=220), width="stretch")
+        matched = float((best >= chance.quantile).mean())
+        st.caption(
+            f"Dashed: best-match cosine of a random dictionary of the same shape "
+            f"(mean {chance.mean:.2f}, 99th percentile {chance.quantile:.2f}). "
+            f"{matched:.0%} of A's features beat the 99th percentile."
+        )

@@ -1,0 +1,73 @@
+"""Runs: training curves, SAE quality, noise floor and event counts on one step axis."""
+
+import altair as alt
+import streamlit as st
+from common import read, select_run
+
+st.title("Runs")
+selection = select_run()
+if selection:
+    db, run, layer = selection
+    checkpoints = read(db, "checkpoints", run, layer)
+    saes = read(db, "saes", run, layer)
+    counts = read(db, "event_counts", run, layer, 0.5)
+    metrics = read(db, "metrics", run)
+    lo, hi = int(checkpoints["step"].min()), int(checkpoints["step"].max())
+    log_axis = st.sidebar.checkbox("Log step axis", value=False)
+    x = alt.X(
+        "step:Q",
+        scale=alt.Scale(
+            domain=[max(lo, 1) if log_axis else lo, max(hi, 1)],
+            type="symlog" if log_axis else "linear",
+        ),
+    )
+
+    cols = st.columns(4)
+    cols[0].metric("Checkpoints", len(checkpoints))
+    cols[1].metric("Latest FVU", f"{saes['fvu'][-1]:.3f}")
+    share = checkpoints["stable_share"].drop_nulls()
+    cols[2].metric("Mean stable share", f"{share.mean():.2f}" if len(share) else "n/a")
+    cols[3].metric("Confident events", int(counts["n"].sum()) if len(counts) else 0)
+
+    marks = alt.Chart(checkpoints.select("step").to_pandas()).mark_rule(opacity=0.25).encode(x=x)
+    st.subheader("Training curves")
+    if metrics.is_empty():
+        st.caption("No training metrics recorded for this run.")
+    else:
+        curves = (
+            alt.Chart(metrics.to_pandas())
+            .mark_line()
+            .encode(x=x, y=alt.Y("value:Q", title=None), color="name:N")
+        )
+        st.altair_chart((curves + marks).properties(height=220), width="stretch")
+
+    st.subheader("SAE quality and seed noise floor per checkpoint")
+    quality = (
+        saes.select("step", "fvu", "l0", "dead_fraction")
+        .join(checkpoints.select("step", "stable_share"), on="step")
+        .unpivot(index="step")
+    )
+    chart = (
+        alt.Chart(quality.to_pandas())
+        .mark_line(point=True)
+        .encode(x=x, y=alt.Y("value:Q", title=None), color="variable:N")
+    )
+    st.altair_chart(chart.properties(height=200), width="stretch")
+
+    st.subheader("Confident events per checkpoint")
+    if counts.is_empty():
+        st.caption("No confident event in this run.")
+    else:
+        bars = (
+            alt.Chart(counts.to_pandas())
+            .mark_bar()
+            .encode(x=x, y=alt.Y("n:Q", title="events"), color=alt.Color("kind:N"))
+        )
+        st.altair_chart((bars + marks).properties(height=200), width="stretch")
+    table = checkpoints.select("step", "stable_share", "tau", "chance_mean").join(
+        saes.select("step", "fvu", "l0", "dead_fraction"), on="step"
+    )
+    wide = counts.pivot(on="kind", index="step", values="n") if len(counts) else None
+    st.dataframe(
+        table.join(wide, on="step", how="left") if wide is not None else table, hide_index=True
+    )

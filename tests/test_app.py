@@ -1,0 +1,215 @@
+"""Every viewer page, run with streamlit's AppTest on a small planted lineage database."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tracker import SAEConfig
+from tracker.pipeline import analyze
+from tracker.planted import PlantedConfig, planted_run
+from tracker.reader import VIEWER_DBS_ENV, open_db
+
+APP = str(Path(__file__).parent.parent / "app" / "main.py")
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("app") / "planted.duckdb"
+    run = planted_run(
+        PlantedConfig(
+            d=32,
+            n_true=20,
+            n=1024,
+            steps=(0, 10, 20),
+            births=1,
+            deaths=1,
+            splits=1,
+            merges=1,
+            seed=0,
+        )
+    )
+    writer = analyze(
+        run.acts,
+        path,
+        "planted",
+        layer="mlp",
+        sae=SAEConfig(d_sae=40, k=4, steps=200, batch_size=512),
+    )
+    writer.write_metrics(
+        "planted",
+        pl.DataFrame(
+            {
+                "step": [0, 5, 10, 15, 20],
+                "name": ["train_loss"] * 5,
+                "value": [1.0, 0.5, 0.3, 0.2, 0.1],
+            }
+        ),
+    )
+    return path
+
+
+def app(db, monkeypatch, page=None, **params):
+    monkeypatch.setenv(VIEWER_DBS_ENV, str(db))
+    at = AppTest.from_file(APP, default_timeout=30)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_runs_page_shows_curves_quality_and_event_counts(db, monkeypatch):
+    at = app(db, monkeypatch)
+    assert at.title[0].value == "Runs"
+    assert [s.value for s in at.sidebar.selectbox] == [str(db), "planted", "mlp"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Checkpoints"] == "3"
+    confident = len(open_db(db).events("planted", "mlp", min_confidence=0.5))
+    assert metrics["Confident events"] == str(confident) and confident >= 8
+    assert len(at.get("vega_lite_chart")) == 3
+    assert at.query_params["run"] == ["planted"] or at.query_params["run"] == "planted"
+
+
+def test_lineage_page_draws_events_and_offers_their_lineages(db, monkeypatch):
+    at = app(db, monkeypatch, "pages/lineage.py")
+    assert at.title[0].value == "Lineage"
+    assert "events" in at.caption[0].value and "lineages drawn" in at.caption[0].value
+    assert len(at.main.selectbox) == 1
+    assert len(at.get("vega_lite_chart")) == 1
+    at.sidebar.multiselect[0].set_value(["split"]).run()
+    splits = (
+        open_db(db).events("planted", "mlp", min_confidence=0.5).filter(pl.col("kind") == "split")
+    )
+    assert at.caption[0].value.startswith(f"{len(splits)} events")
+
+
+def test_feature_page_tells_one_lineage_story(db, monkeypatch):
+    reader = open_db(db)
+    split = (
+        reader.events("planted", "mlp", min_confidence=0.5)
+        .filter(pl.col("kind") == "split")
+        .row(0, named=True)
+    )
+    child = reader.features("planted", "mlp", split["step"]).filter(
+        pl.col("feature") == split["targets"][0]
+    )["lineage"][0]
+    at = app(db, monkeypatch, "pages/feature.py", lineage=str(child))
+    assert at.title[0].value == "Feature"
+    assert at.subheader[0].value.startswith(f"Lineage {child}: steps {split['step']} to 20")
+    assert any("Started by a **split**" in m.value for m in at.markdown)
+    assert len(at.dataframe) == 2  # its events and its top examples
+    assert len(at.dataframe[1].value) == 23  # top 20 + 3 activation quantiles
+
+
+def test_compare_page_orders_cosines_and_shows_chance(db, monkeypatch):
+    at = app(db, monkeypatch, "pages/compare.py")
+    assert at.title[0].value == "Compare"
+    assert [s.value for s in at.main.selectbox] == [10, 20]
+    assert "beat the 99th percentile" in at.caption[0].value
+    assert len(at.get("image")) == 1 and len(at.get("vega_lite_chart")) == 1
+
+
+def test_without_a_database_the_app_says_how_to_start(monkeypatch):
+    monkeypatch.setenv(VIEWER_DBS_ENV, "")
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert "tracker app DB" in at.error[0].value
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGES = [("", "Runs"), ("lineage", "Lineage"), ("feature", "Feature"), ("compare", "Compare")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"tracker app exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {seconds}s")
+
+
+@pytest.mark.slow
+def test_every_page_renders_in_a_real_browser(db, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                "CI must run the browser test, but Chromium is missing (.ci/run installs "
+                "it with apt-get)"
+            )
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("TRACKER_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    reader = open_db(db)
+    split = (
+        reader.events("planted", "mlp", min_confidence=0.5)
+        .filter(pl.col("kind") == "split")
+        .row(0, named=True)
+    )
+    child = reader.features("planted", "mlp", split["step"]).filter(
+        pl.col("feature") == split["targets"][0]
+    )["lineage"][0]
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracker.cli", "app", str(db), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    seconds = {}
+    try:
+        _wait_healthy(f"{base}/_stcore/health", proc)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for path, title in PAGES:
+                start = time.perf_counter()
+                page.goto(f"{base}/{path}?run=planted&layer=mlp&lineage={child}")
+                page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
+                page.locator("[data-testid='stSidebar']").wait_for(timeout=30_000)
+                page.locator(".vega-embed").first.wait_for(timeout=30_000)
+                if title == "Feature":
+                    page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=30_000)
+                seconds[title] = time.perf_counter() - start
+                page.screenshot(path=str(shots / f"{title.lower()}.png"), full_page=True)
+            text = page.content()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "beat the 99th percentile" in text
+    assert all((shots / f"{t.lower()}.png").stat().st_size > 10_000 for _, t in PAGES)
+    print("page seconds:", {k: round(v, 2) for k, v in seconds.items()})
