@@ -1,0 +1,123 @@
+"""Viewer page times in a real browser on the store benchmark's run (100 checkpoints x 4096
+features, with decoders and training metrics), measured in one run, after a first load.
+
+Needs Debian's chromium (/usr/bin/chromium) and playwright (the dev extra).
+
+    python experiments/bench/app_pages.py [--checkpoints 100] [--features 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from playwright.sync_api import sync_playwright
+from store_speed import checkpoint_tables
+
+from tracker import SAEConfig
+from tracker.sae import TopKSAE
+from tracker.store import Writer
+
+D = 32
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGES = [("", "Runs"), ("lineage", "Lineage"), ("feature", "Feature"), ("compare", "Compare")]
+
+
+def build(db: Path, checkpoints: int, features: int) -> None:
+    rng = np.random.default_rng(0)
+    writer = Writer(db)
+    writer.write_run("bench", {"source": "synthetic"})
+    sae = TopKSAE(D, features, SAEConfig(d_sae=features, k=8))
+    for step in range(checkpoints):
+        tables = checkpoint_tables(step, features, rng)
+        with torch.no_grad():
+            sae.W_dec.normal_()
+            sae.normalize_decoder()
+        tables["sae_weights"] = pl.DataFrame(
+            [{"cfg": json.dumps(sae.meta()), "weights": sae.to_bytes()}]
+        )
+        tables["saes"] = pl.DataFrame(
+            [
+                {
+                    "d_in": D,
+                    "d_sae": features,
+                    "arch": "topk",
+                    "k": 8,
+                    "seed": 0,
+                    "fvu": 0.1,
+                    "l0": 8.0,
+                    "dead_fraction": 0.01,
+                    "fit_seconds": 1.0,
+                }
+            ]
+        )
+        writer.write_checkpoint("bench", "mlp", step, tables)
+    steps = np.arange(0, checkpoints * 10)
+    writer.write_metrics(
+        "bench", pl.DataFrame({"step": steps, "name": "train_loss", "value": 1 / (1 + steps / 50)})
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=int, default=100)
+    parser.add_argument("--features", type=int, default=4096)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.duckdb"
+        build(db, args.checkpoints, args.features)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        app = subprocess.Popen(
+            [sys.executable, "-m", "tracker.cli", "app", str(db), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    urllib.request.urlopen(f"{base}/_stcore/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.3)
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                print(f"{args.checkpoints} checkpoints x {args.features} features (d={D})")
+                for round_ in ("first load", "after first load"):
+                    times = []
+                    for path, title in PAGES:
+                        start = time.perf_counter()
+                        page.goto(f"{base}/{path}?run=bench&layer=mlp&lineage=123")
+                        page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
+                        page.locator(".vega-embed").first.wait_for(timeout=120_000)
+                        times.append(f"{title} {time.perf_counter() - start:.2f} s")
+                    print(f"{round_:<18}" + ", ".join(times))
+                browser.close()
+        finally:
+            app.terminate()
+            app.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
