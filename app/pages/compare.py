@@ -5,12 +5,19 @@ import numpy as np
 import polars as pl
 import streamlit as st
 from common import read, select_run, steps
-from matplotlib import colormaps
 from scipy.optimize import linear_sum_assignment
 
 from tracker.calibration import chance_cosine
 
 MAX_FEATURES = 512
+BLUE, WHITE, RED = np.array([33, 102, 172]), np.array([247, 247, 247]), np.array([178, 24, 43])
+
+
+def diverging(cos: np.ndarray) -> np.ndarray:
+    """RGB [..., 3] uint8: blue at cosine -1, white at 0, red at +1."""
+    x = np.clip(cos, -1, 1)[..., None]
+    return np.where(x < 0, WHITE + (BLUE - WHITE) * -x, WHITE + (RED - WHITE) * x).astype(np.uint8)
+
 
 st.title("Compare")
 selection = select_run()
@@ -37,9 +44,8 @@ if selection:
         rows, cols_ = rows[order], cols_[order]
         row_order = np.concatenate([rows, np.setdiff1d(np.arange(len(A)), rows)])
         col_order = np.concatenate([cols_, np.setdiff1d(np.arange(len(B)), cols_)])
-        image = colormaps["RdBu_r"]((cos[row_order][:, col_order] + 1) / 2)[..., :3]
         st.image(
-            (image * 255).astype(np.uint8),
+            diverging(cos[row_order][:, col_order]),
             caption=(
                 f"Decoder cosines, A = step {a} (rows, {len(A)} live features) x B = step {b} "
                 "(columns), ordered by the one-to-one assignment: matches on the diagonal."
