@@ -7,7 +7,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -180,11 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    an = commands.add_parser(
-        "analyze",
-        help="fit, match and store the checkpoints of an activation directory",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    def command(
+        name: str, help: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        sub.set_defaults(run_fn=run)
+        return sub
+
+    an = command(
+        "analyze", "fit, match and store the checkpoints of an activation directory", _analyze
     )
     an.add_argument("dir", help="DIR/<step>.npy|.safetensors, or DIR/<layer>/<step>.*")
     an.add_argument("--db", required=True, help="the DuckDB file to write")
@@ -192,49 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--layer", help="only this layer of a multi-layer directory")
     _add_sae_options(an)
     _add_match_options(an)
-    an.set_defaults(run_fn=_analyze)
 
-    fr = commands.add_parser(
-        "fit",
-        help="fit and match the snapshots of a FeatureTracker(fit='defer') run",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    fr = command("fit", "fit and match the snapshots of a FeatureTracker(fit='defer') run", _fit)
     fr.add_argument("run_dir", help="the run directory (holds run.json and activations/)")
     fr.add_argument("--db", help="the DuckDB file (default: RUN_DIR/lineage.duckdb)")
-    fr.set_defaults(run_fn=_fit)
 
-    ex = commands.add_parser(
-        "export",
-        help="write every table of a lineage database to Parquet",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ex = command("export", "write every table of a lineage database to Parquet", _export)
     ex.add_argument("db")
     ex.add_argument("--parquet", required=True, help="output directory, one file per table")
-    ex.set_defaults(run_fn=_export)
 
-    app = commands.add_parser(
-        "app",
-        help="start the viewer on lineage databases (binds 127.0.0.1 unless told)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    app = command(
+        "app", "start the viewer on lineage databases (binds 127.0.0.1 unless told)", _app
     )
     app.add_argument("db", nargs="*", help="database files (default: all under ./data)")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    app.set_defaults(run_fn=_app)
 
-    fit = commands.add_parser(
-        "train-sae",
-        help="fit one SAE to one activation file [n, d]",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    fit = command("train-sae", "fit one SAE to one activation file [n, d]", _train_sae)
     fit.add_argument("activations", help="a .npy, .safetensors (tensor 'activations') or .pt file")
     fit.add_argument("--out", required=True, help="directory for cfg.json + sae.safetensors")
     _add_sae_options(fit)
-    fit.set_defaults(run_fn=_train_sae)
     return parser
 
 
