@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
+from tiny import one_of_each
 
 from tracker import SAEConfig
 from tracker.pipeline import analyze
-from tracker.planted import PlantedConfig, planted_run
 from tracker.reader import VIEWER_DBS_ENV, open_db
 
 APP = str(Path(__file__).parent.parent / "app" / "main.py")
@@ -24,19 +24,7 @@ APP = str(Path(__file__).parent.parent / "app" / "main.py")
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     path = tmp_path_factory.mktemp("app") / "planted.duckdb"
-    run = planted_run(
-        PlantedConfig(
-            d=32,
-            n_true=20,
-            n=1024,
-            steps=(0, 10, 20),
-            births=1,
-            deaths=1,
-            splits=1,
-            merges=1,
-            seed=0,
-        )
-    )
+    run = one_of_each(1024)
     writer = analyze(
         run.acts,
         path,
@@ -94,7 +82,8 @@ def test_lineage_page_draws_events_and_offers_their_lineages(db, monkeypatch):
     assert at.caption[0].value.startswith(f"{len(splits)} events")
 
 
-def test_feature_page_tells_one_lineage_story(db, monkeypatch):
+def split_child(db) -> tuple[dict, int]:
+    """The first confident split of the fixture, and the lineage of its first child."""
     reader = open_db(db)
     split = (
         reader.events("planted", "mlp", min_confidence=0.5)
@@ -104,6 +93,11 @@ def test_feature_page_tells_one_lineage_story(db, monkeypatch):
     child = reader.features("planted", "mlp", split["step"]).filter(
         pl.col("feature") == split["targets"][0]
     )["lineage"][0]
+    return split, child
+
+
+def test_feature_page_tells_one_lineage_story(db, monkeypatch):
+    split, child = split_child(db)
     at = app(db, monkeypatch, "pages/feature.py", lineage=str(child))
     assert at.title[0].value == "Feature"
     assert at.subheader[0].value.startswith(f"Lineage {child}: steps {split['step']} to 20")
@@ -137,7 +131,13 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PAGES = [("", "Runs"), ("lineage", "Lineage"), ("feature", "Feature"), ("compare", "Compare")]
+# Each page's path, title, and a text it shows only once its data has been drawn.
+PAGES = [
+    ("", "Runs", "Confident events per checkpoint"),
+    ("lineage", "Lineage", "lineages drawn"),
+    ("feature", "Feature", "Started by a"),
+    ("compare", "Compare", "beat the 99th percentile"),
+]
 
 
 def _free_port() -> int:
@@ -173,15 +173,7 @@ def test_every_page_renders_in_a_real_browser(db, tmp_path):
 
     shots = Path(os.environ.get("TRACKER_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    reader = open_db(db)
-    split = (
-        reader.events("planted", "mlp", min_confidence=0.5)
-        .filter(pl.col("kind") == "split")
-        .row(0, named=True)
-    )
-    child = reader.features("planted", "mlp", split["step"]).filter(
-        pl.col("feature") == split["targets"][0]
-    )["lineage"][0]
+    _, child = split_child(db)
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tracker.cli", "app", str(db), "--port", str(port)],
@@ -195,21 +187,19 @@ def test_every_page_renders_in_a_real_browser(db, tmp_path):
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            for path, title in PAGES:
+            for path, title, known in PAGES:
                 start = time.perf_counter()
                 page.goto(f"{base}/{path}?run=planted&layer=mlp&lineage={child}")
                 page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
-                page.locator("[data-testid='stSidebar']").wait_for(timeout=30_000)
+                page.get_by_text(known).first.wait_for(timeout=30_000)
                 page.locator(".vega-embed").first.wait_for(timeout=30_000)
                 if title == "Feature":
                     page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=30_000)
                 seconds[title] = time.perf_counter() - start
                 page.screenshot(path=str(shots / f"{title.lower()}.png"), full_page=True)
-            text = page.content()
             browser.close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    assert "beat the 99th percentile" in text
-    assert all((shots / f"{t.lower()}.png").stat().st_size > 10_000 for _, t in PAGES)
+    assert all((shots / f"{t.lower()}.png").stat().st_size > 10_000 for _, t, _ in PAGES)
     print("page seconds:", {k: round(v, 2) for k, v in seconds.items()})

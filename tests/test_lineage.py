@@ -5,13 +5,14 @@ import itertools
 import polars as pl
 import pytest
 import torch
+from tiny import one_of_each
 
 from tracker import SAEConfig
 from tracker.calibration import chance_cosine, cross_seed_stable
 from tracker.config import MatchConfig
 from tracker.lineage import Checkpoint, assign_lineages, track
 from tracker.match import match
-from tracker.planted import PlantedConfig, planted_run, score_events
+from tracker.planted import score_events
 from tracker.sae import TopKSAE
 
 D = 64
@@ -76,20 +77,7 @@ def test_cross_seed_stability_marks_features_another_seed_finds():
 
 @pytest.mark.slow
 def test_planted_events_are_recovered_end_to_end():
-    run = planted_run(
-        PlantedConfig(
-            d=32,
-            n_true=20,
-            n=2048,
-            steps=(0, 1, 2, 3),
-            quiet=(3,),
-            births=1,
-            deaths=1,
-            splits=1,
-            merges=1,
-            seed=0,
-        )
-    )
+    run = one_of_each(2048, steps=(0, 1, 2, 3), quiet=(3,))
     lineage = track(
         run.acts, SAEConfig(d_sae=40, k=4, steps=300, batch_size=1024, init="random"), MatchConfig()
     )

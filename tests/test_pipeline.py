@@ -5,11 +5,11 @@ import polars as pl
 import pytest
 import torch
 from lightning.pytorch import seed_everything
-from tiny import TinyNet, dataset, loader, trainer
+from tiny import TinyNet, dataset, loader, one_of_each, trainer
 
 from tracker import FeatureTracker, SAEConfig
 from tracker.cli import main
-from tracker.planted import PlantedConfig, planted_run, score_events
+from tracker.planted import score_events
 from tracker.reader import open_db
 
 SMALL_SAE = SAEConfig(d_sae=16, k=2, steps=60, batch_size=64)
@@ -17,19 +17,7 @@ SMALL_SAE = SAEConfig(d_sae=16, k=2, steps=60, batch_size=64)
 
 @pytest.mark.slow
 def test_analyze_cli_on_a_planted_directory_finds_the_true_events(tmp_path, capsys):
-    run = planted_run(
-        PlantedConfig(
-            d=32,
-            n_true=20,
-            n=2048,
-            steps=(0, 10, 20),
-            births=1,
-            deaths=1,
-            splits=1,
-            merges=1,
-            seed=0,
-        )
-    )
+    run = one_of_each(2048)
     acts = tmp_path / "acts"
     acts.mkdir()
     for step, x in run.acts.items():

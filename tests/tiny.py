@@ -1,4 +1,5 @@
-"""A tiny LightningModule with dropout and batch norm, and a quiet Trainer, for tests."""
+"""Small shared fixtures: a tiny LightningModule with dropout and batch norm, a quiet
+Trainer, and a small planted lineage run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from tracker.planted import PlantedConfig, PlantedRun, planted_run
+
+
+def one_of_each(n: int, steps: tuple[int, ...] = (0, 10, 20), **overrides) -> PlantedRun:
+    """d=32, 20 true features, one birth, death, split and merge at every transition."""
+    cfg = dict(d=32, n_true=20, n=n, steps=steps, births=1, deaths=1, splits=1, merges=1, seed=0)
+    return planted_run(PlantedConfig(**{**cfg, **overrides}))
 
 
 class TinyNet(LightningModule):
