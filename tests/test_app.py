@@ -203,3 +203,32 @@ def test_every_page_renders_in_a_real_browser(db, tmp_path):
         proc.wait(timeout=20)
     assert all((shots / f"{t.lower()}.png").stat().st_size > 10_000 for _, t, _ in PAGES)
     print("page seconds:", {k: round(v, 2) for k, v in seconds.items()})
+
+
+@pytest.mark.slow
+def test_every_page_works_on_a_real_training_run(tmp_path, monkeypatch):
+    from lightning.pytorch import seed_everything
+    from tiny import TinyNet, dataset, loader, trainer
+
+    from tracker import FeatureTracker
+
+    seed_everything(0)
+    tracker = FeatureTracker(
+        modules=["body.0", "body.2"],
+        probe=dataset(512, seed=1).tensors[0],
+        schedule="log:6",
+        run="real",
+        root=tmp_path,
+        sae=SAEConfig(d_sae=32, k=3, steps=100, batch_size=256),
+        fit="background",
+    )
+    trainer(tmp_path, max_steps=200, callbacks=[tracker]).fit(TinyNet(hidden=16), loader(512))
+    at = app(tmp_path / "real" / "lineage.duckdb", monkeypatch)
+    assert {m.label: m.value for m in at.metric}["Checkpoints"] == "7"
+    assert len(at.get("vega_lite_chart")) == 3, "training curves, SAE quality, events"
+    for page in ("pages/lineage.py", "pages/feature.py", "pages/compare.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert len(at.get("vega_lite_chart")) == 1, page
+    at.sidebar.selectbox[2].set_value("body.2").run()
+    assert not at.exception and at.query_params["layer"] in ("body.2", ["body.2"])

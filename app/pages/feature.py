@@ -12,6 +12,9 @@ if selection:
     db, run, layer = selection
     fmap = read(db, "feature_map", run, layer)
     lineages = fmap["lineage"].unique().sort().to_list()
+    if not lineages:
+        st.info(f"Run {run!r}, layer {layer!r} has no live feature yet.")
+        st.stop()
     wanted = param("lineage")
     lineage = int(wanted) if wanted and wanted.lstrip("-").isdigit() else lineages[0]
     lineage = st.sidebar.number_input("Lineage", value=lineage, step=1)
