@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import seed_everything
 from tiny import TinyNet, dataset, loader, one_of_each, trainer
 
-from tracker import FeatureTracker, SAEConfig
+from tracker import FeatureTracker, MatchConfig, SAEConfig
 from tracker.cli import main
 from tracker.planted import score_events
 from tracker.reader import open_db
@@ -72,6 +72,7 @@ def test_analyze_cli_on_a_planted_directory_finds_the_true_events(tmp_path, caps
 
 def _train(tmp_path, mode, **kwargs):
     seed_everything(0)
+    kwargs.setdefault("match", MatchConfig(tau_match=0.75, min_confidence=0.6))
     tracker = FeatureTracker(
         modules=["body.0"],
         probe=dataset(128, seed=1).tensors[0],
@@ -115,6 +116,8 @@ def test_inline_background_and_defer_write_the_same_tables(tmp_path, capsys):
     assert main(["fit", str(deferred)]) == 0
     assert "4 checkpoints" in capsys.readouterr().out
     fitted = _tables(deferred / "lineage.duckdb")
+    tau = open_db(deferred / "lineage.duckdb").checkpoints("defer")["tau"].drop_nulls()
+    assert (tau >= 0.75).all(), "tracker fit must use the run's own match config"
     assert len(inline["saes"]) == 4 and len(inline["features"]) > 0 and len(inline["metrics"]) > 0
     for table in TABLES:
         assert inline[table].equals(background[table]), f"{table}: inline != background"

@@ -160,6 +160,7 @@ class FeatureTracker(Callback):
                 dtype=self.dtype,
                 fit=self.fit_mode,
                 sae=self.sae.to_dict(),
+                match=self.match.to_dict(),
             )
             if self.fit_mode != "defer":
                 self._fitter = SnapshotFitter(

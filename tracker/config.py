@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -14,8 +14,20 @@ def _positive(name: str, value: int | float | None) -> None:
         raise ValueError(f"SAEConfig.{name} must be positive, got {value!r}")
 
 
+class _Dict:
+    """to_dict/from_dict for a config dataclass; unknown keys (from a newer file) are ignored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
 @dataclass(frozen=True)
-class SAEConfig:
+class SAEConfig(_Dict):
     """How to fit one sparse autoencoder to one checkpoint's activations [n, d]."""
 
     arch: str = "topk"
@@ -109,17 +121,9 @@ class SAEConfig:
         # Gao et al. (2024) fit lr ∝ 1/sqrt(n_latents); 2e-4 at 2**14 latents is their anchor.
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
-
 
 @dataclass(frozen=True)
-class MatchConfig:
+class MatchConfig(_Dict):
     """How features of consecutive checkpoints are matched and read as events.
 
     Cosines are between unit decoder rows. Every threshold below is chosen on planted data
@@ -193,6 +197,3 @@ class MatchConfig:
         for name in ("candidates", "hungarian_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MatchConfig.{name} must be positive, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -254,14 +254,18 @@ def _load(item: object) -> object:
 
 def fit_run(run_dir: str | Path, db: str | Path | None = None, progress: bool = False) -> Path:
     """Fit and match the snapshots a `defer` run saved; returns the database path
-    (RUN_DIR/lineage.duckdb by default). The run's own SAE config and metrics are used."""
+    (RUN_DIR/lineage.duckdb by default). The run's own SAE and match configs and metrics
+    are used, so the tables equal what inline or background fitting would have written."""
     rd = RunDir(run_dir)
     manifest = rd.read_manifest()
     if manifest is None:
         raise FileNotFoundError(f"{rd.path} is not a run directory (no run.json)")
     db_path = Path(db) if db is not None else rd.path / DB_NAME
     sae = SAEConfig.from_dict(manifest.get("sae", {}))
-    writer = analyze(rd.activations, db_path, manifest["run"], sae=sae, progress=progress)
+    match = MatchConfig.from_dict(manifest.get("match", {}))
+    writer = analyze(
+        rd.activations, db_path, manifest["run"], sae=sae, match=match, progress=progress
+    )
     writer.write_metrics(manifest["run"], metrics_frame(rd))
     return db_path
 
