@@ -58,8 +58,8 @@ def fit_checkpoint(
     checkpoint = Checkpoint(step, sae, x)
     if config.noise_floor:
         other = train_sae(x, replace(config, seed=config.seed + NOISE_SEED_OFFSET, progress=False))
-        live = sae.frequency > match_config.min_frequency
-        other_live = other.frequency > match_config.min_frequency
+        live = sae.live(match_config.min_frequency)
+        other_live = other.live(match_config.min_frequency)
         stable = torch.zeros(sae.d_sae, dtype=torch.bool)
         stable[live] = cross_seed_stable(
             sae.W_dec.detach()[live].cpu(),
@@ -108,7 +108,7 @@ class LineageIds:
         return self.next_id - 1
 
     def _live(self, sae: SAE) -> list[int]:
-        return (sae.frequency > self.min_frequency).nonzero().flatten().tolist()
+        return sae.live(self.min_frequency).nonzero().flatten().tolist()
 
     def start(self, sae: SAE) -> dict[int, int]:
         return {feature: self._new() for feature in self._live(sae)}

@@ -76,8 +76,7 @@ def _side(
     W = sae.W_dec.detach().float().cpu()
     if not bool(torch.isfinite(W).all()):
         raise ValueError(f"{name}: the decoder holds NaN or Inf")
-    live = (sae.frequency.cpu() > cfg.min_frequency).numpy()
-    ids = np.flatnonzero(live)
+    ids = np.flatnonzero(sae.live(cfg.min_frequency).numpy())
     W = W[torch.from_numpy(ids)]
     W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     codes = Codes.of(sae, acts, ids, name) if acts is not None else None

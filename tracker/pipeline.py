@@ -192,8 +192,7 @@ def examples(cp: Checkpoint, live: list[int]) -> pl.DataFrame:
     }
     if not live:
         return pl.DataFrame(schema=schema)
-    z = torch.cat([cp.sae.encode(cp.acts[i : i + 4096]) for i in range(0, len(cp.acts), 4096)])
-    z = z[:, live].cpu()
+    z = cp.sae.latents(cp.acts, columns=torch.tensor(live))
     values, order = z.sort(dim=0, descending=True)
     fires = (z > 0).sum(0)
     rows: list[tuple[int, int, int, float]] = []

@@ -31,12 +31,7 @@ class Codes:
         x = as_activations(acts, name=f"activations for {name}", min_samples=2)
         if x.shape[1] != sae.d:
             raise ValueError(f"activations for {name} must be [n, {sae.d}], got {tuple(x.shape)}")
-        cols = torch.from_numpy(ids)
-        parts = [
-            sae.encode(x[i : i + 4096].to(sae.W_enc.device)).cpu()[:, cols]
-            for i in range(0, x.shape[0], 4096)
-        ]
-        return cls(torch.cat(parts))
+        return cls(sae.latents(x, columns=torch.from_numpy(ids)))
 
 
 def act_corr(a: Codes, b: Codes, pairs: Sequence[tuple[int, int]]) -> np.ndarray:

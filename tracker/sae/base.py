@@ -146,6 +146,21 @@ class SAE(nn.Module):
     def forward(self, x_BD: Tensor) -> Tensor:
         return self.decode(self.encode(x_BD))
 
+    def live(self, min_frequency: float) -> Tensor:
+        """Bool [d_sae]: features firing on more than `min_frequency` of the probe set the SAE
+        was fitted on. Matching, stability and lineage ids all use this one definition."""
+        return self.frequency.cpu() > min_frequency
+
+    @torch.no_grad()
+    def latents(self, x_ND: Tensor, columns: Tensor | None = None, batch: int = 4096) -> Tensor:
+        """Latents [n, d_sae] (or only `columns`) of raw activations, on CPU, encoded in
+        batches so that memory stays bounded for large probe sets."""
+        parts = []
+        for start in range(0, x_ND.shape[0], batch):
+            z = self.encode(x_ND[start : start + batch]).cpu()
+            parts.append(z if columns is None else z[:, columns])
+        return torch.cat(parts)
+
     # -- persistence: cfg.json + sae.safetensors, the layout of SAELens and sparsify ----------
 
     def meta(self) -> dict[str, Any]:
