@@ -138,7 +138,7 @@ def test_sparse_and_dense_assignment_give_the_same_events():
     assert dense.edges.sort(key).equals(sparse.edges.sort(key))
 
 
-def test_bad_inputs_give_clear_errors_or_an_explicit_empty_result():
+def test_bad_inputs_give_clear_errors_and_an_empty_side_gives_births_or_deaths():
     with pytest.raises(ValueError, match="SAEs have different widths: sae_prev d=64, sae_next d=5"):
         match(PREV, TopKSAE(5, 4, SAEConfig(d_sae=4, k=1)))
     broken = sae_of([e(0), e(1)])
@@ -149,7 +149,14 @@ def test_bad_inputs_give_clear_errors_or_an_explicit_empty_result():
     dead = sae_of([e(0), e(1)], frequency=[0.0, 0.0])
     result = match(PREV, dead)
     assert result.note == "sae_next has no live features"
-    assert len(result.events) == 0 and len(result.edges) == 0
+    assert len(result.edges) == 0
+    live_prev = PREV.live(MatchConfig().min_frequency).nonzero().flatten().tolist()
+    assert result.events["kind"].to_list() == ["death"] * len(live_prev)
+    assert result.events["sources"].to_list() == [[f] for f in live_prev]
+    born = match(dead, NEXT)
+    assert born.note == "sae_prev has no live features"
+    assert born.events["kind"].unique().to_list() == ["birth"]
+    assert (born.events["confidence"] == 1.0).all()
     with pytest.raises(ValueError, match="same probe inputs, got 10 and 12 rows"):
         match(PREV, NEXT, acts_prev=torch.randn(10, D), acts_next=torch.randn(12, D))
     with pytest.raises(ValueError, match=r"activations for sae_prev must be \[n, 64\]"):
@@ -164,3 +171,86 @@ def test_match_config_validation_names_the_field():
     with pytest.raises(ValueError, match="MatchConfig.candidates must be positive"):
         MatchConfig(candidates=0)
     assert np.isclose(MatchConfig().tau_match, 0.7)
+
+
+def spread_directions(n: int, d: int, max_cos: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    rows: list[torch.Tensor] = []
+    while len(rows) < n:
+        v = torch.randn(d, generator=g)
+        v /= v.norm()
+        if all(abs(float(v @ r)) < max_cos for r in rows):
+            rows.append(v)
+    return torch.stack(rows)
+
+
+def one_hot_acts(W: torch.Tensor, who: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    return value[:, None] * W[who]
+
+
+def test_in_five_dimensions_features_are_matched_on_their_activations():
+    d, n, F = 5, 3000, 8
+    g = torch.Generator().manual_seed(0)
+    W_prev = spread_directions(F, d, 0.75, seed=1)
+    rotation = torch.linalg.qr(torch.randn(d, d, generator=g))[0]
+    perm = torch.randperm(F, generator=g)  # next SAE's latent i is prev's perm[i]
+    W_next = (W_prev @ rotation)[perm]
+    who = torch.randint(0, F, (n,), generator=g)
+    value = 0.5 + torch.rand(n, generator=g)
+    acts_prev = one_hot_acts(W_prev, who, value)
+    # At next, true feature 7's inputs are taken by a new feature (a death and a birth).
+    who_next = torch.argsort(perm)[who]  # latent index at next
+    reborn = who == 7
+    who_next[reborn] = torch.argsort(perm)[7]
+    value_next = value.clone()
+    value_next[reborn] = 0.0
+    fresh = torch.randperm(n, generator=g)[:400]
+    who_next[fresh] = torch.argsort(perm)[7]
+    value_next[fresh] = 0.5 + torch.rand(400, generator=g)
+    acts_next = one_hot_acts(W_next, who_next, value_next)
+
+    def sae(W):
+        s = TopKSAE(d, F, SAEConfig(d_sae=F, k=1))
+        with torch.no_grad():
+            s.W_dec.copy_(W)
+            s.W_enc.copy_(W)
+            s.b_dec.zero_()
+            s.frequency.fill_(0.1)
+        return s
+
+    result = match(sae(W_prev), sae(W_next), MatchConfig(), acts_prev, acts_next)
+    assert result.signal == "activation"
+    assert result.chance.quantile < 0.2  # chance in the probe's dimensions, not in d = 5
+    cont = result.edges.filter(pl.col("kind") == "continuation")
+    pairs = dict(zip(cont["source"].to_list(), cont["target"].to_list(), strict=True))
+    inverse = torch.argsort(perm).tolist()
+    assert pairs == {i: inverse[i] for i in range(7)}
+    assert (cont["act_corr"] > 0.9).all()
+    confident = result.events.filter(pl.col("confidence") >= 0.5)
+    assert events_of(confident) == [("birth", (), (inverse[7],)), ("death", (7,), ())]
+    # The decoder alone cannot tell: in five dimensions chance is ~0.98.
+    decoder = match(sae(W_prev), sae(W_next), MatchConfig(signal="decoder"))
+    assert decoder.signal == "decoder" and decoder.tau > 0.95
+    with pytest.raises(ValueError, match="signal='activation' needs acts_prev and acts_next"):
+        match(sae(W_prev), sae(W_next), MatchConfig(signal="activation"))
+
+
+def events_of(frame):
+    return sorted(
+        (r["kind"], tuple(r["sources"]), tuple(r["targets"])) for r in frame.iter_rows(named=True)
+    )
+
+
+def test_min_activation_counts_small_features_as_dead():
+    sae = sae_of([e(0), e(1), e(2)])
+    with torch.no_grad():
+        sae.mean_activation.copy_(torch.tensor([0.5, 0.05, 2.0]))
+        sae.input_scale.fill_(2.0)  # raw activations: 1.0, 0.1, 4.0
+    assert sae.live(0.01).tolist() == [True, True, True]
+    assert sae.live(0.01, min_activation=0.5).tolist() == [True, False, True]
+    result = match(PREV, sae, MatchConfig(min_activation=0.5))
+    assert set(result.edges["target"].to_list()) <= {0, 2}
+    with pytest.raises(ValueError, match="min_activation must be finite and >= 0"):
+        MatchConfig(min_activation=-1.0)
+    with pytest.raises(ValueError, match="MatchConfig.signal must be one of"):
+        MatchConfig(signal="cosine")

@@ -128,3 +128,25 @@ def test_a_reader_polling_a_live_writer_never_errors_and_sees_whole_checkpoints(
         reads += 1
     assert child.returncode == 0, child.stderr.read() if child.stderr else ""
     assert reads > 5 and len(seen) == 50
+
+
+def test_experiments_add_their_own_tables_and_probe_inputs(tmp_path):
+    path = tmp_path / "x.duckdb"
+    writer = Writer(path)
+    truth = pl.DataFrame({"step": [0, 0], "feature": [0, 1], "wtw": [[1.0, 0.0], [0.0, 1.0]]})
+    writer.write_table("toy_truth", "a", truth)
+    writer.write_table("toy_truth", "b", truth.head(1))
+    writer.write_table("toy_truth", "a", truth.tail(1))  # replaces run a's rows only
+    db = open_db(path)
+    assert db.table("toy_truth", "a")["feature"].to_list() == [1]
+    assert db.table("toy_truth", "b")["wtw"].to_list() == [[1.0, 0.0]]
+    assert db.table("nothing_here", "a").is_empty()
+    for bad in ("events", "Toy", "x; DROP TABLE runs", ""):
+        with pytest.raises(ValueError, match="extra table name must be a lower-case identifier"):
+            writer.write_table(bad, "a", truth)
+    with pytest.raises(ValueError, match="must not hold a 'run' column"):
+        writer.write_table("toy_truth", "a", truth.with_columns(run=pl.lit("a")))
+    probe = pl.DataFrame({"probe_index": [0, 1], "label": ["x0", "x1"], "payload": ["{}", "{}"]})
+    writer.write_probe("a", probe)
+    writer.write_probe("a", probe.head(1))
+    assert db.probe("a")["label"].to_list() == ["x0"]

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
 DEVICES = ("auto", "cpu", "cuda")
+SIGNALS = ("auto", "decoder", "activation")
 
 
 def _positive(name: str, value: int | float | None) -> None:
@@ -130,6 +131,15 @@ class MatchConfig(_Dict):
     with known events (experiments/bench/planted_events.py), not by eye.
     """
 
+    signal: str = "auto"
+    """What similarity features are matched on. "decoder": cosine of unit decoder rows.
+    "activation": Pearson correlation of their activations over the shared probe set (the
+    cosine of centred activation columns), which needs the probe activations. "auto":
+    activation when activations are given and decoder cosine is no better than chance at this
+    width (chance quantile above `tau_match`: d <= ~16 for a few dozen features; the toy
+    model's d = 5 scores 0.98 by chance), decoder otherwise. Every threshold below then reads
+    "similarity" for "cosine"."""
+
     tau_match: float = 0.7
     """Least cosine for a continuation. Raised to the chance level (`chance_quantile` of the
     best-match cosine of a random dictionary of the same shape) where that is higher."""
@@ -167,6 +177,14 @@ class MatchConfig(_Dict):
     data every false confident event came from latents firing on 1 to 8 of 4096 inputs,
     while the rarest true features fire on ~2%."""
 
+    min_activation: float = 0.0
+    """Features whose mean activation where they fire is below this, in the layer's own
+    units, count as dead too. Off by default: SAEs see each checkpoint scaled to unit mean
+    squared norm, so a layer whose activations are all tiny (a freshly initialised model)
+    still yields features. Set it where the layer's scale means something; the toy
+    superposition replay sets 0.25, the mean activation of a feature of norm 0.5 on inputs
+    uniform on [0, 1]."""
+
     margin: float = 0.1
     """Birth/death confidence ramps from 0 at a best cosine of tau to 1 at tau − margin: a
     feature just short of a match is more likely drift than an event."""
@@ -190,10 +208,18 @@ class MatchConfig(_Dict):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"MatchConfig.{name} must be in [0, 1], got {value!r}")
+        if not (self.min_activation >= 0 and math.isfinite(self.min_activation)):
+            raise ValueError(
+                f"MatchConfig.min_activation must be finite and >= 0, got {self.min_activation!r}"
+            )
         for name in ("split_min_gain", "split_min_share", "min_frequency", "margin"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"MatchConfig.{name} must be in [0, 1), got {value!r}")
+        if self.signal not in SIGNALS:
+            raise ValueError(
+                f"MatchConfig.signal must be one of {list(SIGNALS)}, got {self.signal!r}"
+            )
         for name in ("candidates", "hungarian_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MatchConfig.{name} must be positive, got {getattr(self, name)}")

@@ -15,7 +15,7 @@ from tracker.calibration import cross_seed_stable
 from tracker.checks import as_activations
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fit import train_sae
-from tracker.match import MatchResult, match
+from tracker.match import MatchResult, activation_rows, match, resolve_signal
 from tracker.sae import SAE
 
 NOISE_SEED_OFFSET = 1_000_003
@@ -58,14 +58,16 @@ def fit_checkpoint(
     checkpoint = Checkpoint(step, sae, x)
     if config.noise_floor:
         other = train_sae(x, replace(config, seed=config.seed + NOISE_SEED_OFFSET, progress=False))
-        live = sae.live(match_config.min_frequency)
-        other_live = other.live(match_config.min_frequency)
+        live = sae.live(match_config.min_frequency, match_config.min_activation)
+        other_live = other.live(match_config.min_frequency, match_config.min_activation)
+        signal = resolve_signal(match_config, sae.d, int(live.sum()), have_acts=True)
+        if signal == "activation":  # the two seeds' features, compared on the same inputs
+            mine = activation_rows(sae.latents(x, columns=live.nonzero().flatten()))
+            theirs = activation_rows(other.latents(x, columns=other_live.nonzero().flatten()))
+        else:
+            mine, theirs = sae.W_dec.detach()[live].cpu(), other.W_dec.detach()[other_live].cpu()
         stable = torch.zeros(sae.d_sae, dtype=torch.bool)
-        stable[live] = cross_seed_stable(
-            sae.W_dec.detach()[live].cpu(),
-            other.W_dec.detach()[other_live].cpu(),
-            match_config.tau_match,
-        )
+        stable[live] = cross_seed_stable(mine, theirs, match_config.tau_match)
         checkpoint.stable = stable
         checkpoint.stable_share = float(stable[live].float().mean()) if live.any() else 0.0
     return checkpoint
@@ -90,17 +92,17 @@ def track(
         )
         for a, b in itertools.pairwise(checkpoints)
     ]
-    return assign_lineages(checkpoints, matches, match_config.min_frequency)
+    return assign_lineages(checkpoints, matches, match_config)
 
 
 class LineageIds:
     """Lineage ids, advanced one checkpoint at a time: a continuation keeps its parent's
     lineage; births, split children and merge results start new ones, and splits and merges
-    record their parents. Live features fire on more than `min_frequency` of the probe set,
-    as in `match`."""
+    record their parents. Live features are those `match` takes part (`SAE.live` with the
+    config's `min_frequency` and `min_activation`)."""
 
-    def __init__(self, min_frequency: float = MatchConfig.min_frequency) -> None:
-        self.min_frequency = min_frequency
+    def __init__(self, config: MatchConfig | None = None) -> None:
+        self.config = config or MatchConfig()
         self.next_id = 0
 
     def _new(self) -> int:
@@ -108,7 +110,8 @@ class LineageIds:
         return self.next_id - 1
 
     def _live(self, sae: SAE) -> list[int]:
-        return sae.live(self.min_frequency).nonzero().flatten().tolist()
+        cfg = self.config
+        return sae.live(cfg.min_frequency, cfg.min_activation).nonzero().flatten().tolist()
 
     def start(self, sae: SAE) -> dict[int, int]:
         return {feature: self._new() for feature in self._live(sae)}
@@ -145,13 +148,13 @@ PARENT_SCHEMA = {"lineage": pl.Int64, "parent": pl.Int64, "kind": pl.Utf8, "step
 def assign_lineages(
     checkpoints: list[Checkpoint],
     matches: list[MatchResult],
-    min_frequency: float = MatchConfig.min_frequency,
+    config: MatchConfig | None = None,
 ) -> Lineage:
     """Lineage ids for a whole sequence (see `LineageIds`)."""
     result = Lineage(checkpoints, matches)
     if not checkpoints:
         return result
-    ids = LineageIds(min_frequency)
+    ids = LineageIds(config)
     result.ids[checkpoints[0].step] = ids.start(checkpoints[0].sae)
     parents: list[dict[str, object]] = []
     for prev, cur, m in zip(checkpoints, checkpoints[1:], matches, strict=False):

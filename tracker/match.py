@@ -1,8 +1,10 @@
 """Match the features of two checkpoints and read the matches as events.
 
-A and B are the unit decoder rows of the live features before and after. Splits and merges
-are found first (a parent rebuilt by two or more children, or the mirror), then the remaining
-features are assigned one-to-one on cosine (continuations), and what is left is born or dies.
+Features are compared on one similarity: the cosine of their unit decoder rows, or, where
+decoder cosine is no better than chance (few dimensions), the correlation of their
+activations over the shared probe set (`MatchConfig.signal`). Splits and merges are found
+first (a parent rebuilt by two or more children, or the mirror), then the remaining features
+are assigned one-to-one (continuations), and what is left is born or dies.
 See README "Events" for the definitions a researcher can check.
 """
 
@@ -56,6 +58,8 @@ class MatchResult(NamedTuple):
     chance: Chance
     note: str = ""
     """Why the result is empty, when it is."""
+    signal: str = "decoder"
+    """What features were matched on: "decoder" cosine or "activation" correlation."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,30 @@ class Side:
     """[F_live, d] unit decoder rows."""
     codes: Codes | None
     stable: np.ndarray | None
+    S: Tensor
+    """[F_live, m] unit rows compared by dot product: W itself, or with the activation signal
+    the centred activation columns over the probe set (their dot product is the Pearson
+    correlation; a feature constant on the probe set has a zero row)."""
+
+    def on_activations(self) -> Side:
+        if self.codes is None:
+            raise ValueError("MatchConfig.signal='activation' needs acts_prev and acts_next")
+        return Side(self.ids, self.W, self.codes, self.stable, activation_rows(self.codes.z))
+
+
+def activation_rows(z_NF: Tensor) -> Tensor:
+    """[F, n] unit rows of centred activation columns: their dot products are Pearson
+    correlations over the probe set (a feature constant on it gets a zero row)."""
+    z = z_NF - z_NF.mean(0)
+    return (z / z.norm(dim=0).clamp_min(1e-12)).t().contiguous()
+
+
+def resolve_signal(cfg: MatchConfig, d: int, n_features: int, have_acts: bool) -> str:
+    """ "decoder" or "activation" for `cfg.signal` at this width (see MatchConfig.signal)."""
+    if cfg.signal != "auto":
+        return cfg.signal
+    low_d = chance_cosine(d, max(n_features, 1), cfg.chance_quantile).quantile > cfg.tau_match
+    return "activation" if low_d and have_acts else "decoder"
 
 
 def _side(
@@ -76,7 +104,7 @@ def _side(
     W = sae.W_dec.detach().float().cpu()
     if not bool(torch.isfinite(W).all()):
         raise ValueError(f"{name}: the decoder holds NaN or Inf")
-    ids = np.flatnonzero(sae.live(cfg.min_frequency).numpy())
+    ids = np.flatnonzero(sae.live(cfg.min_frequency, cfg.min_activation).numpy())
     W = W[torch.from_numpy(ids)]
     W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     codes = Codes.of(sae, acts, ids, name) if acts is not None else None
@@ -87,7 +115,7 @@ def _side(
                 f"{name}: stable mask has {stable.shape[0]} entries, the SAE {sae.d_sae} features"
             )
         stable_live = stable.cpu().numpy().astype(bool)[ids]
-    return Side(ids, W, codes, stable_live)
+    return Side(ids, W, codes, stable_live, W)
 
 
 def match(
@@ -129,27 +157,49 @@ def match(
         )
     prev = _side(sae_prev, "sae_prev", cfg, acts_prev, stable_prev)
     nxt = _side(sae_next, "sae_next", cfg, acts_next, stable_next)
-    chance = chance_cosine(sae_prev.d, max(len(prev.ids), len(nxt.ids)), cfg.chance_quantile)
+    width = max(len(prev.ids), len(nxt.ids))
+    chance = chance_cosine(sae_prev.d, width, cfg.chance_quantile)
+    signal = resolve_signal(cfg, sae_prev.d, width, acts_prev is not None)
+    if signal == "activation":
+        prev, nxt = prev.on_activations(), nxt.on_activations()
+        # A random dictionary in the probe's dimensions (capped: beyond a few thousand the
+        # chance level is ~0 anyway).
+        chance = chance_cosine(min(prev.S.shape[1], 4096), width, cfg.chance_quantile)
     tau = max(cfg.tau_match, chance.quantile)
     if len(prev.ids) == 0 or len(nxt.ids) == 0:
+        # Nothing to match against: whatever is live on the other side appears from nothing
+        # (births) or vanishes (deaths), at full confidence but for unstable features.
         empty = "sae_prev" if len(prev.ids) == 0 else "sae_next"
-        log.warning("%s has no live features: nothing to match", empty)
-        return MatchResult(
-            pl.DataFrame(schema=EDGE_SCHEMA),
-            pl.DataFrame(schema=EVENT_SCHEMA),
-            tau,
-            chance,
-            note=f"{empty} has no live features",
+        kind, side = ("birth", nxt) if len(prev.ids) == 0 else ("death", prev)
+        cap = [
+            1.0 if side.stable is None or side.stable[row] else cfg.unstable_confidence
+            for row in range(len(side.ids))
+        ]
+        feats = [[int(f)] for f in side.ids]
+        events = pl.DataFrame(
+            {
+                "kind": [kind] * len(feats),
+                "sources": feats if kind == "death" else [[] for _ in feats],
+                "targets": feats if kind == "birth" else [[] for _ in feats],
+                "confidence": cap,
+                "score": [0.0] * len(feats),
+            },
+            schema=EVENT_SCHEMA,
         )
-    return _Matcher(cfg, prev, nxt, tau, chance).run()
+        note = f"{empty} has no live features"
+        return MatchResult(pl.DataFrame(schema=EDGE_SCHEMA), events, tau, chance, note, signal)
+    return _Matcher(cfg, prev, nxt, tau, chance, signal).run()
 
 
 class _Matcher:
-    def __init__(self, cfg: MatchConfig, prev: Side, nxt: Side, tau: float, chance: Chance):
+    def __init__(
+        self, cfg: MatchConfig, prev: Side, nxt: Side, tau: float, chance: Chance, signal: str
+    ):
         self.cfg, self.prev, self.nxt, self.tau, self.chance = cfg, prev, nxt, tau, chance
-        self.nb: Neighbours = neighbours(prev.W, nxt.W, cfg.candidates)
+        self.signal = signal
+        self.nb: Neighbours = neighbours(prev.S, nxt.S, cfg.candidates)
         self.cand_min = max(cfg.candidate_min_cos, chance.quantile)
-        self.edges: list[tuple[int, int, float, str]] = []  # live-row indices
+        self.edges: list[tuple[int, int, str]] = []  # live-row indices
         self.events: list[tuple[str, list[int], list[int], float, float]] = []
 
     def run(self) -> MatchResult:
@@ -165,7 +215,7 @@ class _Matcher:
             self._event(kind, ps, ns, self._stability_cap(ps, ns, conf), gain)
             for p in ps:
                 for n in ns:
-                    self.edges.append((p, n, float(self.prev.W[p] @ self.nxt.W[n]), kind))
+                    self.edges.append((p, n, kind))
         self._continuations(~used_prev, ~used_next, used_prev, used_next)
         self._births_and_deaths(used_prev, used_next)
         return self._result()
@@ -175,8 +225,8 @@ class _Matcher:
     def _split_merge_candidates(self) -> list[tuple[str, int, list[int], float]]:
         found = []
         for kind, own, other, idx, cos in (
-            ("split", self.prev.W, self.nxt.W, self.nb.of_prev, self.nb.of_prev_cos),
-            ("merge", self.nxt.W, self.prev.W, self.nb.of_next, self.nb.of_next_cos),
+            ("split", self.prev.S, self.nxt.S, self.nb.of_prev, self.nb.of_prev_cos),
+            ("merge", self.nxt.S, self.prev.S, self.nb.of_next, self.nb.of_next_cos),
         ):
             # Only rows with two candidates and no single neighbour that already explains
             # too much can qualify; finding them first keeps NNLS off most rows.
@@ -225,9 +275,9 @@ class _Matcher:
     def _continuations(self, free_prev, free_next, used_prev, used_next) -> None:
         rows, cols = np.flatnonzero(free_prev), np.flatnonzero(free_next)
         if max(len(self.prev.ids), len(self.nxt.ids)) <= self.cfg.hungarian_max:
-            cos = (self.prev.W[rows] @ self.nxt.W[cols].t()).double().numpy()
+            cos = (self.prev.S[rows] @ self.nxt.S[cols].t()).double().numpy()
             found = assign_dense(cos, self.tau)
-            pairs = zip(rows[found.prev], cols[found.next], found.cosine, strict=True)
+            pairs = zip(rows[found.prev], cols[found.next], strict=True)
         else:
             found = assign_sparse(
                 self.nb,
@@ -237,10 +287,10 @@ class _Matcher:
                 free_prev=free_prev,
                 free_next=free_next,
             )
-            pairs = zip(found.prev, found.next, found.cosine, strict=True)
-        for p, n, c in pairs:
+            pairs = zip(found.prev, found.next, strict=True)
+        for p, n in pairs:
             used_prev[p], used_next[n] = True, True
-            self.edges.append((int(p), int(n), float(c), "continuation"))
+            self.edges.append((int(p), int(n), "continuation"))
 
     def _births_and_deaths(self, used_prev, used_next) -> None:
         margin = max(self.cfg.margin, 1e-6)
@@ -258,8 +308,8 @@ class _Matcher:
     def _activation_penalty(self, kind: str, row: int) -> float:
         """A born (dying) feature whose activations track one of its neighbours' on the
         shared probe set is a continuation in disguise: lower the event's confidence."""
-        if self.prev.codes is None or self.nxt.codes is None:
-            return 1.0
+        if self.signal == "activation" or self.prev.codes is None or self.nxt.codes is None:
+            return 1.0  # with the activation signal, the best similarity already said so
         if kind == "birth":
             pairs = [(int(p), row) for p in self.nb.of_next[row, :3]]
         else:
@@ -283,18 +333,17 @@ class _Matcher:
     def _result(self) -> MatchResult:
         pi, ni = self.prev.ids, self.nxt.ids
         corr: list[float | None] = [None] * len(self.edges)
+        pairs = [(p, n) for p, n, _ in self.edges]
         if self.prev.codes is not None and self.nxt.codes is not None:
-            values = act_corr(
-                self.prev.codes, self.nxt.codes, [(p, n) for p, n, _, _ in self.edges]
-            )
+            values = act_corr(self.prev.codes, self.nxt.codes, pairs)
             corr = [None if np.isnan(v) else float(v) for v in values]
         edges = pl.DataFrame(
             {
-                "source": [int(pi[p]) for p, _, _, _ in self.edges],
-                "target": [int(ni[n]) for _, n, _, _ in self.edges],
-                "cosine": [c for _, _, c, _ in self.edges],
+                "source": [int(pi[p]) for p, _ in pairs],
+                "target": [int(ni[n]) for _, n in pairs],
+                "cosine": [float(self.prev.W[p] @ self.nxt.W[n]) for p, n in pairs],
                 "act_corr": corr,
-                "kind": [k for _, _, _, k in self.edges],
+                "kind": [k for _, _, k in self.edges],
             },
             schema=EDGE_SCHEMA,
         )
@@ -308,4 +357,4 @@ class _Matcher:
             },
             schema=EVENT_SCHEMA,
         )
-        return MatchResult(edges, events, self.tau, self.chance)
+        return MatchResult(edges, events, self.tau, self.chance, signal=self.signal)

@@ -48,7 +48,7 @@ class Analyzer:
         self.writer, self.run, self.layer = writer, run, layer
         self.sae_config = sae or SAEConfig()
         self.match_config = match_config or MatchConfig()
-        self.ids = LineageIds(self.match_config.min_frequency)
+        self.ids = LineageIds(self.match_config)
         self.prev: Checkpoint | None = None
         self.prev_ids: dict[int, int] = {}
 

@@ -15,7 +15,7 @@ from safetensors.torch import load as load_bytes
 from torch import Tensor
 
 from tracker.sae import SAE
-from tracker.store import Writer, query
+from tracker.store import Writer, check_extra_name, query
 
 VIEWER_DBS_ENV = "TRACKER_DBS"
 """The environment variable through which `tracker app` tells the viewer which files to open."""
@@ -145,6 +145,14 @@ class Reader:
 
     def probe(self, run: str) -> pl.DataFrame:
         return self.sql("SELECT * FROM probe WHERE run = ? ORDER BY probe_index", [run])
+
+    def table(self, name: str, run: str) -> pl.DataFrame:
+        """An experiment's own table (`Writer.write_table`); empty when the file has none."""
+        check_extra_name(name)
+        found = self.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [name])
+        if found.is_empty():
+            return pl.DataFrame()
+        return self.sql(f"SELECT * FROM {name} WHERE run = ?", [run])
 
     def failures(self, run: str) -> pl.DataFrame:
         return self.sql("SELECT * FROM failures WHERE run = ? ORDER BY step", [run])

@@ -10,6 +10,7 @@ whole checkpoints only, and re-running a checkpoint replaces it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -62,7 +63,20 @@ CHECKPOINT_TABLES = (
     "examples",
 )
 
+CORE_TABLES = ("meta", "runs", "metrics", *CHECKPOINT_TABLES, "probe", "failures")
+EXTRA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
 T = TypeVar("T")
+
+
+def check_extra_name(name: str) -> str:
+    """A table name an experiment may add: lower-case identifier, not a core table."""
+    if not EXTRA_NAME.match(name) or name in CORE_TABLES:
+        raise ValueError(
+            f"extra table name must be a lower-case identifier (a-z, 0-9, _) and not one of "
+            f"the core tables {list(CORE_TABLES)}, got {name!r}"
+        )
+    return name
 
 
 def _is_lock_error(err: Exception) -> bool:
@@ -172,6 +186,29 @@ class Writer:
                 if "step" not in full.columns:
                     full = full.with_columns(pl.lit(step, dtype=pl.Int64).alias("step"))
                 _insert(con, table, full)
+
+    def write_probe(self, run: str, rows: pl.DataFrame) -> None:
+        """Replace the run's probe inputs: probe_index, label and payload (a JSON string the
+        experiment's renderer reads, e.g. the input vector)."""
+        frame = rows.select(pl.lit(run).alias("run"), "probe_index", "label", "payload")
+        with connect(self.path, read_only=False) as con, _transaction(con):
+            con.execute("DELETE FROM probe WHERE run = ?", [run])
+            _insert(con, "probe", frame)
+
+    def write_table(self, name: str, run: str, rows: pl.DataFrame) -> None:
+        """Replace the run's rows of an experiment's own table (ground truth, validation),
+        created from the frame's columns plus `run` the first time. Lives beside the
+        lineage in the same file and transaction rules."""
+        check_extra_name(name)
+        if "run" in rows.columns:
+            raise ValueError(f"table {name}: rows must not hold a 'run' column, it is added")
+        frame = rows.select(pl.lit(run).alias("run"), pl.all())
+        with connect(self.path, read_only=False) as con, _transaction(con):
+            con.register("new_rows", frame.to_arrow())
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM new_rows LIMIT 0")
+            con.unregister("new_rows")
+            con.execute(f"DELETE FROM {name} WHERE run = ?", [run])
+            _insert(con, name, frame)
 
     def write_failure(self, run: str, layer: str, step: int, error: str) -> None:
         with connect(self.path, read_only=False) as con:

@@ -4,7 +4,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 from common import param, read, select_run
-from renderers import render
+from renderers import FeatureView, render
 
 st.title("Feature")
 selection = select_run()
@@ -67,4 +67,5 @@ if selection:
         feature = int(story.filter(pl.col("step") == step)["feature"][0])
         examples = read(db, "examples", run, layer, step, feature)
         config = read(db, "run_config", run)
-        render(str(config.get("renderer", "table")), examples, read(db, "probe", run))
+        view = FeatureView(db, run, layer, step, feature, examples, read(db, "probe", run))
+        render(str(config.get("renderer", "table")), view)

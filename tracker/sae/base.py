@@ -146,10 +146,16 @@ class SAE(nn.Module):
     def forward(self, x_BD: Tensor) -> Tensor:
         return self.decode(self.encode(x_BD))
 
-    def live(self, min_frequency: float) -> Tensor:
+    def live(self, min_frequency: float, min_activation: float = 0.0) -> Tensor:
         """Bool [d_sae]: features firing on more than `min_frequency` of the probe set the SAE
-        was fitted on. Matching, stability and lineage ids all use this one definition."""
-        return self.frequency.cpu() > min_frequency
+        was fitted on, with a mean activation where they fire of at least `min_activation` in
+        the layer's own units (before scaling). Matching, stability and lineage ids all use
+        this one definition."""
+        live = self.frequency.cpu() > min_frequency
+        if min_activation > 0:
+            raw = (self.mean_activation * self.input_scale).cpu()
+            live &= raw >= min_activation
+        return live
 
     @torch.no_grad()
     def latents(self, x_ND: Tensor, columns: Tensor | None = None, batch: int = 4096) -> Tensor:
