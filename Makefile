@@ -32,8 +32,9 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	@echo "make demo: the toy-superposition demo is not built yet (it arrives with the toy-superposition replay)." >&2
-	@exit 1
+	$(BIN)/python experiments/toy_superposition.py --root data --run toy
+	@echo "Viewer on data/toy/lineage.duckdb: open http://127.0.0.1:8501 (Ctrl-C to stop)"
+	$(BIN)/tracker app data/toy/lineage.duckdb --port 8501
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench/sae_speed.py
