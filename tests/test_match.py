@@ -227,18 +227,15 @@ def test_in_five_dimensions_features_are_matched_on_their_activations():
     assert pairs == {i: inverse[i] for i in range(7)}
     assert (cont["act_corr"] > 0.9).all()
     confident = result.events.filter(pl.col("confidence") >= 0.5)
-    assert events_of(confident) == [("birth", (), (inverse[7],)), ("death", (7,), ())]
+    assert events(result._replace(events=confident)) == [
+        ("birth", (), (inverse[7],)),
+        ("death", (7,), ()),
+    ]
     # The decoder alone cannot tell: in five dimensions chance is ~0.98.
     decoder = match(sae(W_prev), sae(W_next), MatchConfig(signal="decoder"))
     assert decoder.signal == "decoder" and decoder.tau > 0.95
     with pytest.raises(ValueError, match="signal='activation' needs acts_prev and acts_next"):
         match(sae(W_prev), sae(W_next), MatchConfig(signal="activation"))
-
-
-def events_of(frame):
-    return sorted(
-        (r["kind"], tuple(r["sources"]), tuple(r["targets"])) for r in frame.iter_rows(named=True)
-    )
 
 
 def test_min_activation_counts_small_features_as_dead():
