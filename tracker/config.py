@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from tracker.sae import SAE
 
 DEVICES = ("auto", "cpu", "cuda")
 SIGNALS = ("auto", "decoder", "activation")
@@ -223,3 +228,8 @@ class MatchConfig(_Dict):
         for name in ("candidates", "hungarian_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MatchConfig.{name} must be positive, got {getattr(self, name)}")
+
+    def live(self, sae: SAE) -> Tensor:
+        """Bool [d_sae]: the SAE's features that take part in matching, stability and lineage
+        ids (`SAE.live` at this config's `min_frequency` and `min_activation`)."""
+        return sae.live(self.min_frequency, self.min_activation)

@@ -58,8 +58,7 @@ def fit_checkpoint(
     checkpoint = Checkpoint(step, sae, x)
     if config.noise_floor:
         other = train_sae(x, replace(config, seed=config.seed + NOISE_SEED_OFFSET, progress=False))
-        live = sae.live(match_config.min_frequency, match_config.min_activation)
-        other_live = other.live(match_config.min_frequency, match_config.min_activation)
+        live, other_live = match_config.live(sae), match_config.live(other)
         signal = resolve_signal(match_config, sae.d, int(live.sum()), have_acts=True)
         if signal == "activation":  # the two seeds' features, compared on the same inputs
             mine = activation_rows(sae.latents(x, columns=live.nonzero().flatten()))
@@ -98,8 +97,8 @@ def track(
 class LineageIds:
     """Lineage ids, advanced one checkpoint at a time: a continuation keeps its parent's
     lineage; births, split children and merge results start new ones, and splits and merges
-    record their parents. Live features are those `match` takes part (`SAE.live` with the
-    config's `min_frequency` and `min_activation`)."""
+    record their parents. Live features are those that take part in `match`
+    (`MatchConfig.live`)."""
 
     def __init__(self, config: MatchConfig | None = None) -> None:
         self.config = config or MatchConfig()
@@ -110,8 +109,7 @@ class LineageIds:
         return self.next_id - 1
 
     def _live(self, sae: SAE) -> list[int]:
-        cfg = self.config
-        return sae.live(cfg.min_frequency, cfg.min_activation).nonzero().flatten().tolist()
+        return self.config.live(sae).nonzero().flatten().tolist()
 
     def start(self, sae: SAE) -> dict[int, int]:
         return {feature: self._new() for feature in self._live(sae)}

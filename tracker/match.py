@@ -104,7 +104,7 @@ def _side(
     W = sae.W_dec.detach().float().cpu()
     if not bool(torch.isfinite(W).all()):
         raise ValueError(f"{name}: the decoder holds NaN or Inf")
-    ids = np.flatnonzero(sae.live(cfg.min_frequency, cfg.min_activation).numpy())
+    ids = np.flatnonzero(cfg.live(sae).numpy())
     W = W[torch.from_numpy(ids)]
     W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     codes = Codes.of(sae, acts, ids, name) if acts is not None else None
