@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,6 @@ class ToyConfig:
     seed: int = 0
     run: str = "toy"
     root: str = "data"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def db(self) -> Path:
@@ -273,8 +272,9 @@ def validate(db: Path, cfg: ToyConfig) -> dict[str, Any]:
     index = {s: c for c, s in enumerate(steps)}
     fmap = reader.feature_map(run, LAYER)
     events = reader.events(run, LAYER, min_confidence=MatchConfig().min_confidence)
-    starts = fmap.group_by("lineage").agg(pl.col("step").min().alias("start"))
-    ends = fmap.group_by("lineage").agg(pl.col("step").max().alias("end"))
+    spans = fmap.group_by("lineage").agg(
+        pl.col("step").min().alias("start"), pl.col("step").max().alias("end")
+    )
     best = (
         align.filter(pl.col("cosine") >= cfg.min_align)
         .sort("cosine", descending=True)
@@ -282,20 +282,20 @@ def validate(db: Path, cfg: ToyConfig) -> dict[str, Any]:
         .join(fmap.select("step", "feature", "lineage"), on=["step", "feature"])
     )
     carried = {(r["step"], r["true_feature"]): r["lineage"] for r in best.iter_rows(named=True)}
-    stands_for = (
-        best.sort("step").unique("lineage", keep="first").select("lineage", "step", "true_feature")
-    )
-    lineage_start = {r["lineage"]: index[r["start"]] for r in starts.iter_rows(named=True)}
-    lineage_end = {r["lineage"]: index[r["end"]] for r in ends.iter_rows(named=True)}
-    born_by_event = {
-        (index[r["step"]], t)
+    # lineage -> (true feature, checkpoint index) of its first alignment
+    stands_for = {
+        r["lineage"]: (r["true_feature"], index[r["step"]])
+        for r in best.sort("step").unique("lineage", keep="first").iter_rows(named=True)
+    }
+    lineage_start = {r["lineage"]: index[r["start"]] for r in spans.iter_rows(named=True)}
+    lineage_end = {r["lineage"]: index[r["end"]] for r in spans.iter_rows(named=True)}
+    feature_lineage = {(r["step"], r["feature"]): r["lineage"] for r in fmap.iter_rows(named=True)}
+    event_lineages = {
+        feature_lineage[(r["step"], t)]
         for r in events.iter_rows(named=True)
         if r["kind"] != "death"
         for t in r["targets"]
-    }
-    feature_lineage = {(r["step"], r["feature"]): r["lineage"] for r in fmap.iter_rows(named=True)}
-    event_lineages = {
-        feature_lineage[(steps[c], t)] for c, t in born_by_event if (steps[c], t) in feature_lineage
+        if (r["step"], t) in feature_lineage
     }
 
     report: dict[str, Any] = {}
@@ -323,9 +323,8 @@ def validate(db: Path, cfg: ToyConfig) -> dict[str, Any]:
             feats = r["targets"] if kind == "birth" else r["sources"]
             at_step = steps[c] if kind == "birth" else steps[c - 1]
             lin = feature_lineage.get((at_step, feats[0])) if feats else None
-            who = stands_for.filter(pl.col("lineage") == lin) if lin is not None else None
-            if who is not None and not who.is_empty():
-                i, first = who["true_feature"][0], index[who["step"][0]]
+            if lin in stands_for:
+                i, first = stands_for[lin]
                 ok_time = first <= c + 1 if kind == "birth" else True
                 right += ok_time and any(t == i and abs(tc - c) <= 1 for t, tc in true)
         recall = sum(r["found"] for r in rows) / len(rows) if rows else float("nan")
@@ -449,16 +448,7 @@ def sweep(cfg: ToyConfig, sparsities: tuple[float, ...] = SWEEP) -> pl.DataFrame
     rows = []
     xavier = (2 / (cfg.n + cfg.m)) ** 0.5
     for s in sparsities:
-        W = train_plain(
-            ToyConfig(
-                **{
-                    **asdict(cfg),
-                    "sparsity": s,
-                    "steps": max(cfg.steps, 10_000),
-                    "init_std": xavier,
-                }
-            )
-        )
+        W = train_plain(replace(cfg, sparsity=s, steps=max(cfg.steps, 10_000), init_std=xavier))
         g = geometry(W)
         rep = g["norm"] >= cfg.represented
         unit = W / g["norm"].clamp_min(1e-12)
