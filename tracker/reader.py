@@ -146,13 +146,17 @@ class Reader:
     def probe(self, run: str) -> pl.DataFrame:
         return self.sql("SELECT * FROM probe WHERE run = ? ORDER BY probe_index", [run])
 
-    def table(self, name: str, run: str) -> pl.DataFrame:
-        """An experiment's own table (`Writer.write_table`); empty when the file has none."""
+    def table(self, name: str, run: str, step: int | None = None) -> pl.DataFrame:
+        """An experiment's own table (`Writer.write_table`); empty when the file has none.
+        With `step`, only its rows at that step (the table must have a `step` column): a
+        renderer reads one checkpoint of a large table, e.g. feature maps."""
         check_extra_name(name)
         found = self.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [name])
         if found.is_empty():
             return pl.DataFrame()
-        return self.sql(f"SELECT * FROM {name} WHERE run = ?", [run])
+        if step is None:
+            return self.sql(f"SELECT * FROM {name} WHERE run = ?", [run])
+        return self.sql(f"SELECT * FROM {name} WHERE run = ? AND step = ?", [run, step])
 
     def failures(self, run: str) -> pl.DataFrame:
         return self.sql("SELECT * FROM failures WHERE run = ? ORDER BY step", [run])
