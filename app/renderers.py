@@ -1,10 +1,12 @@
 """How a feature is drawn on the Feature page, chosen per experiment by the run's config
 ("renderer"); a plain table of its top probe examples when the run names none."""
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import altair as alt
+import numpy as np
 import polars as pl
 import streamlit as st
 from common import read
@@ -111,6 +113,111 @@ def toy(view: FeatureView) -> None:
     )
     right.altair_chart(chart, width="stretch")
     st.caption("Faded bars: true features the model does not represent at this step (‖W_i‖ < 0.5).")
+    table(view)
+
+
+@register("grokking")
+def grokking(view: FeatureView) -> None:
+    """Grokking: the feature's activation over every pair (a, b) as a p × p map, its 2-D
+    Fourier power (folded to frequencies 0 … p // 2), and its power per frequency with the
+    model's key frequencies marked."""
+    maps = read(view.db, "table", "grok_maps", view.run, view.step)
+    labels = read(view.db, "table", "grok_features", view.run, view.step)
+    mine = (
+        maps.filter((pl.col("layer") == view.layer) & (pl.col("feature") == view.feature))
+        if not maps.is_empty()
+        else maps
+    )
+    if mine.is_empty():
+        st.info("No feature map stored for this feature (maps are kept for live features).")
+        table(view)
+        return
+    row = mine.row(0, named=True)
+    info = labels.filter((pl.col("layer") == view.layer) & (pl.col("feature") == view.feature)).row(
+        0, named=True
+    )
+    keys = read(view.db, "table", "grok_embedding", view.run).filter(pl.col("key"))
+    key_freqs = keys["frequency"].to_list()
+    values = np.frombuffer(row["map"], dtype=np.uint8).astype(np.float64) / 255 * row["scale"]
+    p = math.isqrt(len(values))
+    grid = values.reshape(p, p)
+    label = (
+        f"frequency **{info['frequency']}**"
+        if info["frequency"]
+        else f"no single frequency (strongest {info['dominant']})"
+    )
+    st.write(
+        f"{label}, {info['share']:.0%} of its non-constant Fourier power; the model's key "
+        f"frequencies (from its embedding): {key_freqs}."
+    )
+    cells = pl.DataFrame(
+        {
+            "a": np.repeat(np.arange(p), p),
+            "b": np.tile(np.arange(p), p),
+            "activation": values,
+        }
+    )
+    left, right = st.columns(2)
+    heat = (
+        alt.Chart(cells.to_pandas())
+        .mark_rect()
+        .encode(
+            x=alt.X("b:O", axis=alt.Axis(values=list(range(0, p, 10)))),
+            y=alt.Y("a:O", sort="descending", axis=alt.Axis(values=list(range(0, p, 10)))),
+            color=alt.Color("activation:Q", scale=alt.Scale(scheme="viridis")),
+            tooltip=["a", "b", alt.Tooltip("activation:Q", format=".3f")],
+        )
+        .properties(title=f"Feature {view.feature} over (a, b) at step {view.step}", height=360)
+    )
+    left.altair_chart(heat, width="stretch")
+    power = np.abs(np.fft.fft2(grid - grid.mean())) ** 2
+    half = p // 2 + 1
+    folded = np.zeros((half, half))
+    fold = np.minimum(np.arange(p), p - np.arange(p))
+    np.add.at(folded, (fold[:, None], fold[None, :]), power)
+    spectrum = pl.DataFrame(
+        {
+            "ka": np.repeat(np.arange(half), half),
+            "kb": np.tile(np.arange(half), half),
+            "power": np.log10(folded.ravel() / max(folded.sum(), 1e-30) + 1e-6),
+        }
+    )
+    spec = (
+        alt.Chart(spectrum.to_pandas())
+        .mark_rect()
+        .encode(
+            x=alt.X("kb:O", title="frequency in b", axis=alt.Axis(values=list(range(0, half, 5)))),
+            y=alt.Y(
+                "ka:O",
+                title="frequency in a",
+                sort="descending",
+                axis=alt.Axis(values=list(range(0, half, 5))),
+            ),
+            color=alt.Color("power:Q", title="log10 share", scale=alt.Scale(scheme="magma")),
+            tooltip=["ka", "kb", alt.Tooltip("power:Q", format=".2f")],
+        )
+        .properties(title="2-D Fourier power (folded)", height=360)
+    )
+    right.altair_chart(spec, width="stretch")
+    bars = pl.DataFrame(
+        {
+            "frequency": list(range(1, len(info["spectrum"]))),
+            "share": info["spectrum"][1:],
+            "key": [k in key_freqs for k in range(1, len(info["spectrum"]))],
+        }
+    )
+    chart = (
+        alt.Chart(bars.to_pandas())
+        .mark_bar()
+        .encode(
+            x=alt.X("frequency:O", axis=alt.Axis(values=list(range(0, half, 5)))),
+            y=alt.Y("share:Q", title="share of power"),
+            color=alt.Color("key:N", title="key frequency"),
+            tooltip=["frequency", alt.Tooltip("share:Q", format=".3f"), "key"],
+        )
+        .properties(title="Power per frequency (terms in a, b and a ± b)", height=220)
+    )
+    st.altair_chart(chart, width="stretch")
     table(view)
 
 
