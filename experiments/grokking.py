@@ -34,6 +34,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import polars as pl
+import replay
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -545,16 +546,7 @@ def run(cfg: GrokConfig, progress: bool = True) -> dict[str, Any]:
         metrics_every=cfg.eval_every,
     )
     weights = RecordWeights(cfg.eval_every, tracker)
-    trainer = L.Trainer(
-        max_steps=cfg.steps,
-        callbacks=[tracker, weights],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        accelerator="auto",
-        devices=1,
-    )
+    trainer = replay.trainer(cfg.steps, [tracker, weights], progress)
     model = Transformer(cfg)
     trainer.fit(model, DataLoader(FullBatch(pairs[train], y[train]), batch_size=None))
     if cfg.fit == "defer":

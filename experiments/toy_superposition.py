@@ -30,6 +30,7 @@ from typing import Any
 
 import lightning as L
 import polars as pl
+import replay
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
@@ -374,16 +375,7 @@ def run(cfg: ToyConfig, progress: bool = True) -> dict[str, Any]:
         metrics_every=max(cfg.steps // 100, 1),
     )
     record = RecordW(tracker)
-    trainer = L.Trainer(
-        max_steps=cfg.steps,
-        callbacks=[tracker, record],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        accelerator="auto",
-        devices=1,
-    )
+    trainer = replay.trainer(cfg.steps, [tracker, record], progress)
     trainer.fit(ToyModel(cfg), DataLoader(SparseFeatures(cfg), batch_size=None))
     trained = time.perf_counter() - start
 
