@@ -202,3 +202,20 @@ def test_the_figures_are_drawn(grokked, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
     chosen = gk.pick_maps(gk.open_db(cfg.db).table("grok_features", cfg.run), report)
     assert len(chosen) == 8 and {s for s, _ in chosen[4:]} == {cfg.steps}
+
+
+def test_the_residual_stream_can_be_watched_instead(tmp_path):
+    cfg = tiny(tmp_path, layer="resid", steps=400, log_snapshots=3, dense=(100, 300, 2))
+    report = gk.run(cfg, progress=False)
+    db = gk.open_db(cfg.db)
+    assert db.layers(cfg.run) == ["resid"]
+    assert db.saes(cfg.run, "resid")["d_in"].unique().to_list() == [cfg.d_model]
+    labels = db.table("grok_features", cfg.run)
+    assert (
+        set(labels["layer"]) == {"resid"}
+        and labels.height
+        == db.sql(
+            "SELECT count(*) AS n FROM features WHERE run = ? AND layer = 'resid'", [cfg.run]
+        )["n"][0]
+    )
+    assert report["steps"] == cfg.schedule() == [0, 1, 20, 100, 300, 400]
