@@ -1,12 +1,8 @@
 """Every viewer page, run with streamlit's AppTest on a small planted lineage database."""
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -17,6 +13,9 @@ from tiny import one_of_each
 from tracker import SAEConfig
 from tracker.pipeline import analyze
 from tracker.reader import VIEWER_DBS_ENV, open_db
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments" / "bench"))
+from viewer_server import CHROMIUM, launch, serve
 
 APP = str(Path(__file__).parent.parent / "app" / "main.py")
 
@@ -121,16 +120,6 @@ def test_without_a_database_the_app_says_how_to_start(monkeypatch):
     assert "tracker app DB" in at.error[0].value
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Each page's path, title, and a text it shows only once its data has been drawn.
 PAGES = [
     ("", "Runs", "Confident events per checkpoint"),
@@ -138,26 +127,6 @@ PAGES = [
     ("feature", "Feature", "Started by a"),
     ("compare", "Compare", "beat the 99th percentile"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"tracker app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {seconds}s")
 
 
 @pytest.mark.slow
@@ -174,33 +143,21 @@ def test_every_page_renders_in_a_real_browser(db, tmp_path):
     shots = Path(os.environ.get("TRACKER_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     _, child = split_child(db)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tracker.cli", "app", str(db), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     seconds = {}
-    try:
-        _wait_healthy(f"{base}/_stcore/health", proc)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            for path, title, known in PAGES:
-                start = time.perf_counter()
-                page.goto(f"{base}/{path}?run=planted&layer=mlp&lineage={child}")
-                page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
-                page.get_by_text(known).first.wait_for(timeout=30_000)
-                page.locator(".vega-embed").first.wait_for(timeout=30_000)
-                if title == "Feature":
-                    page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=30_000)
-                seconds[title] = time.perf_counter() - start
-                page.screenshot(path=str(shots / f"{title.lower()}.png"), full_page=True)
-            browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serve(db) as base, sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for path, title, known in PAGES:
+            start = time.perf_counter()
+            page.goto(f"{base}/{path}?run=planted&layer=mlp&lineage={child}")
+            page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
+            page.get_by_text(known).first.wait_for(timeout=30_000)
+            page.locator(".vega-embed").first.wait_for(timeout=30_000)
+            if title == "Feature":
+                page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=30_000)
+            seconds[title] = time.perf_counter() - start
+            page.screenshot(path=str(shots / f"{title.lower()}.png"), full_page=True)
+        browser.close()
     assert all((shots / f"{t.lower()}.png").stat().st_size > 10_000 for _, t, _ in PAGES)
     print("page seconds:", {k: round(v, 2) for k, v in seconds.items()})
 

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +21,13 @@ import polars as pl
 import torch
 from playwright.sync_api import sync_playwright
 from store_speed import checkpoint_tables
+from viewer_server import launch, serve
 
 from tracker import SAEConfig
 from tracker.sae import TopKSAE
 from tracker.store import Writer
 
 D = 32
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PAGES = [("", "Runs"), ("lineage", "Lineage"), ("feature", "Feature"), ("compare", "Compare")]
 
 
@@ -87,42 +75,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
         build(db, args.checkpoints, args.features)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        app = subprocess.Popen(
-            [sys.executable, "-m", "tracker.cli", "app", str(db), "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(f"{base}/_stcore/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.3)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                print(f"{args.checkpoints} checkpoints x {args.features} features (d={D})")
-                seconds: dict[str, list[float]] = {title: [] for _, title in PAGES}
-                for _ in range(1 + args.rounds):
-                    for path, title in PAGES:
-                        start = time.perf_counter()
-                        page.goto(f"{base}/{path}?run=bench&layer=mlp&lineage=123")
-                        page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
-                        page.locator(".vega-embed").first.wait_for(timeout=120_000)
-                        seconds[title].append(time.perf_counter() - start)
-                browser.close()
-            first = ", ".join(f"{t} {s[0]:.2f} s" for t, s in seconds.items())
-            later = ", ".join(f"{t} {statistics.median(s[1:]):.2f} s" for t, s in seconds.items())
-            print(f"{'first load':<26}{first}")
-            print(f"{f'median of {args.rounds} later visits':<26}{later}  (target <= 2 s)")
-        finally:
-            app.terminate()
-            app.wait(timeout=20)
+        with serve(db) as base, sync_playwright() as pw:
+            browser = launch(pw)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            print(f"{args.checkpoints} checkpoints x {args.features} features (d={D})")
+            seconds: dict[str, list[float]] = {title: [] for _, title in PAGES}
+            for _ in range(1 + args.rounds):
+                for path, title in PAGES:
+                    start = time.perf_counter()
+                    page.goto(f"{base}/{path}?run=bench&layer=mlp&lineage=123")
+                    page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
+                    page.locator(".vega-embed").first.wait_for(timeout=120_000)
+                    seconds[title].append(time.perf_counter() - start)
+            browser.close()
+        first = ", ".join(f"{t} {s[0]:.2f} s" for t, s in seconds.items())
+        later = ", ".join(f"{t} {statistics.median(s[1:]):.2f} s" for t, s in seconds.items())
+        print(f"{'first load':<26}{first}")
+        print(f"{f'median of {args.rounds} later visits':<26}{later}  (target <= 2 s)")
 
 
 if __name__ == "__main__":
