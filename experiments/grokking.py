@@ -308,15 +308,15 @@ def map_spectrum(maps: Tensor) -> Tensor:
     return out
 
 
-def label_maps(maps: Tensor) -> tuple[Tensor, Tensor]:
-    """Dominant frequency of each map and the share of its non-constant power it holds; 0
-    when no frequency holds CHANCE times what it would in white noise (8 of the p² − 1
-    non-constant coefficients belong to each frequency)."""
-    spectrum = map_spectrum(maps)
-    p = maps.shape[-1]
-    share, freq = spectrum[:, 1:].max(1)
+def label_spectrum(spectrum: Tensor, p: int) -> tuple[Tensor, Tensor, Tensor]:
+    """From `map_spectrum`'s rows: the label, the dominant frequency and the share of the
+    non-constant power it holds. The label is the dominant frequency, or 0 when it holds less
+    than CHANCE times what it would in white noise (8 of the p² − 1 non-constant
+    coefficients belong to each frequency)."""
+    share, dominant = spectrum[:, 1:].max(1)
+    dominant = dominant + 1
     share = share / spectrum.sum(1).clamp_min(1e-30)
-    return torch.where(share >= CHANCE * 8 / (p * p - 1), freq + 1, 0), share
+    return torch.where(share >= CHANCE * 8 / (p * p - 1), dominant, 0), dominant, share
 
 
 # --- progress measures ---------------------------------------------------------------------
@@ -435,8 +435,8 @@ def feature_maps(db: Path, cfg: GrokConfig, steps: list[int]) -> tuple[pl.DataFr
         with torch.no_grad():
             acts = sae.encode(x).T.reshape(-1, p, p)  # [d_sae, a, b], raw units
         live = features["feature"].to_list()  # the table holds live features only
-        freq, share = label_maps(acts[live])
         spectrum = map_spectrum(acts[live])
+        freq, dominant, share = label_spectrum(spectrum, p)
         for i, feature in enumerate(live):
             top = acts[feature].max().clamp_min(1e-12)
             labels.append(
@@ -444,7 +444,7 @@ def feature_maps(db: Path, cfg: GrokConfig, steps: list[int]) -> tuple[pl.DataFr
                     "step": step,
                     "feature": feature,
                     "frequency": int(freq[i]),
-                    "dominant": int(spectrum[i, 1:].argmax()) + 1,
+                    "dominant": int(dominant[i]),
                     "share": float(share[i]),
                     "spectrum": (spectrum[i] / spectrum[i].sum().clamp_min(1e-30)).tolist(),
                 }
@@ -477,16 +477,16 @@ def events_by_phase(db: Path, cfg: GrokConfig, bounds: dict[str, int | None]) ->
 
 
 def settled(
-    db: Path, cfg: GrokConfig, labels: pl.DataFrame, keys: list[int], bounds: dict[str, int | None]
+    labels: pl.DataFrame,
+    features: pl.DataFrame,
+    keys: list[int],
+    bounds: dict[str, int | None],
 ) -> pl.DataFrame:
     """Lineages alive at the end on a key frequency, and the checkpoint from which their
     dominant frequency stays that one: "born" when that is the lineage's first checkpoint,
     "changed" when the lineage was there before on another map (the warm-started latent
-    followed the network from memory to circuit)."""
-    features = open_db(db).sql(
-        "SELECT step, feature, lineage FROM features WHERE run = ? AND layer = ?",
-        [cfg.run, LAYERS[cfg.layer]],
-    )
+    followed the network from memory to circuit). `features` holds the features table's
+    step, feature and lineage."""
     joined = labels.join(features, on=["step", "feature"]).sort("lineage", "step")
     last = int(joined["step"].max())
     rows = []
@@ -610,12 +610,12 @@ def analyse(cfg: GrokConfig) -> dict[str, Any]:
     keys = embedding.filter(pl.col("key"))["frequency"].to_list()
     labels = reader.table("grok_features", cfg.run).drop("run")
     steps = reader.checkpoints(cfg.run, LAYERS[cfg.layer])["step"].to_list()
-    stable = reader.sql(
-        "SELECT step, feature, stable FROM features WHERE run = ? AND layer = ?",
+    features = reader.sql(
+        "SELECT step, feature, lineage, stable FROM features WHERE run = ? AND layer = ?",
         [cfg.run, LAYERS[cfg.layer]],
     )
     live = (
-        labels.join(stable, on=["step", "feature"])
+        labels.join(features, on=["step", "feature"])
         .group_by("step")
         .agg(
             pl.len().alias("live"),
@@ -638,7 +638,7 @@ def analyse(cfg: GrokConfig) -> dict[str, Any]:
         "coverage": {k: here.filter(pl.col("frequency") == k).height for k in keys},
         "phases": by_phase,
         "live": live,
-        "settled": settled(cfg.db, cfg, labels, keys, bounds),
+        "settled": settled(labels, features.drop("stable"), keys, bounds),
         "steps": steps,
     }
 
@@ -795,8 +795,11 @@ def draw(cfg: GrokConfig, report: dict[str, Any], out: Path = FIGURES) -> list[P
     plt.close(fig)
 
     labels = reader.table("grok_features", cfg.run)
-    maps = reader.table("grok_maps", cfg.run)
     chosen = pick_maps(labels, report)
+    # Only the two checkpoints drawn: the whole table holds every live feature's map.
+    maps = pl.concat(
+        [reader.table("grok_maps", cfg.run, step=step) for step in sorted({s for s, _ in chosen})]
+    )
     fig, axes = plt.subplots(2, 4, figsize=(10, 5.8))
     for ax, (step, feature) in zip(axes.flat, chosen, strict=False):
         row = maps.filter((pl.col("step") == step) & (pl.col("feature") == feature)).row(

@@ -48,12 +48,13 @@ def test_maps_are_labelled_with_their_frequency():
             torch.rand(p, p, generator=torch.Generator().manual_seed(0)),  # memorising noise
         ]
     )
-    freq, share = gk.label_maps(maps)
+    spectrum = gk.map_spectrum(maps)
+    freq, dominant, share = gk.label_spectrum(spectrum, p)
     assert freq[:3].tolist() == [5, 7, 0]  # the mixed map has no power on any one frequency
+    assert dominant[:2].tolist() == [5, 7]
     assert share[0] > 0.99 and share[1] > 0.6 and share[2] < 1e-9
     # white noise: each frequency holds ~8 of the p² - 1 coefficients' power
     assert share[3] < gk.CHANCE * 8 / (p * p - 1) * 2
-    spectrum = gk.map_spectrum(maps)
     assert spectrum.shape == (4, p // 2 + 1)
     # Parseval: every non-constant coefficient lands somewhere.
     total = torch.fft.fft2(maps).abs().pow(2).sum((1, 2)) - torch.fft.fft2(maps)[:, 0, 0].abs() ** 2
