@@ -153,8 +153,16 @@ def test_the_run_stores_curves_labels_maps_and_phases(grokked):
     features = db.sql("SELECT step, feature FROM features WHERE run = ?", [cfg.run])
     assert labels.height == maps.height == features.height
     assert all(len(m) == cfg.p**2 for m in maps["map"])
+    # A label is the dominant frequency where its share clears chance, else 0. Whether a
+    # feature right at the threshold clears it depends on float summation order, so only
+    # shares clearly on one side are checked.
+    threshold = gk.CHANCE * 8 / (cfg.p**2 - 1)
     last = labels.filter(pl.col("step") == cfg.steps)
-    assert last["share"].is_between(0, 1).all() and (last["frequency"] == last["dominant"]).all()
+    assert last["share"].is_between(0, 1).all()
+    assert last["frequency"].is_in([0]).or_(last["frequency"] == last["dominant"]).all()
+    clear = last.filter((pl.col("share") - threshold).abs() > 0.01 * threshold)
+    assert ((clear["frequency"] > 0) == (clear["share"] > threshold)).all()
+    assert (last["frequency"] > 0).mean() > 0.8
     probe = db.probe(cfg.run)
     assert probe.height == cfg.p**2
     payload = json.loads(probe["payload"][cfg.p + 2])
