@@ -52,6 +52,12 @@ def test_analyze_cli_on_a_planted_directory_finds_the_true_events(tmp_path, caps
     scores = score_events(run, reported, decoders)
     assert all(s.recall == 1.0 for s in scores.values()), scores
     assert sum(s.fp for s in scores.values()) <= 1, scores
+    # Every confident event is witnessed by the activations and carries its evidence.
+    assert set(events["witness"]) == {"absent"}, events["witness"].to_list()
+    strong = (events["presence"] >= 0.5) & (events["presence_corr"] >= 0.8)
+    assert not strong.any(), "absent means weak or differently patterned there"
+    assert events["seeds"].is_in([1, 2]).all() and (events["gap"] >= 0).all()
+    assert (events["confidence"] <= events["match_confidence"]).all()
     # Lineage: every continuation edge keeps the lineage id of its source.
     edges = reader.sql(
         "SELECT e.kind, a.lineage AS src, b.lineage AS dst FROM edges e "

@@ -60,7 +60,7 @@ def test_missing_foreign_and_other_version_files(tmp_path):
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(ValueError, match="schema version 0; this tracker reads version 1"):
+    with pytest.raises(ValueError, match="schema version 0; this tracker reads version 2"):
         open_db(tmp_path / "old.duckdb")
 
 

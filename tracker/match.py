@@ -11,7 +11,7 @@ See README "Events" for the definitions a researcher can check.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -24,7 +24,15 @@ from tracker.assign import Neighbours, assign_dense, assign_sparse, neighbours
 from tracker.calibration import Chance, chance_cosine
 from tracker.config import MatchConfig
 from tracker.sae import SAE
-from tracker.witness import Codes, act_corr, containment
+from tracker.witness import (
+    Codes,
+    Presence,
+    act_corr,
+    check,
+    containment,
+    event_confidence,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +42,44 @@ EDGE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "cosine": pl.Float64,
     "act_corr": pl.Float64,
     "kind": pl.Utf8,
+    "gap": pl.Int64,
 }
 EVENT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "kind": pl.Utf8,
     "sources": pl.List(pl.Int64),
     "targets": pl.List(pl.Int64),
     "confidence": pl.Float64,
+    "match_confidence": pl.Float64,
     "score": pl.Float64,
+    "witness": pl.Utf8,
+    "presence": pl.Float64,
+    "presence_corr": pl.Float64,
+    "gap": pl.Int64,
+    "seeds": pl.Int64,
 }
+
+
+class _Edge(NamedTuple):
+    prev: int
+    """Live row of the earlier side."""
+    next: int | None
+    """Live row of the later side; None for a `missed` edge."""
+    kind: str
+    corr: float | None = None
+    """Activation correlation for a `missed` edge (the witness's), else computed at the end."""
+
+
+class _Event(NamedTuple):
+    kind: str
+    prev: list[int]
+    next: list[int]
+    confidence: float
+    match_confidence: float
+    score: float
+    witness: str | None
+    presence: float | None
+    presence_corr: float | None
+    seeds: int | None
 
 
 class MatchResult(NamedTuple):
@@ -51,8 +89,15 @@ class MatchResult(NamedTuple):
     """source, target (feature indices of each SAE), cosine, act_corr (null without
     activations), kind ("continuation", "split" or "merge")."""
     events: pl.DataFrame
-    """kind (birth, death, split, merge), sources, targets, confidence, score (R² gain for
-    split/merge, best cosine to the other side for birth/death)."""
+    """kind (birth, death, split, merge), sources, targets, confidence (see
+    `event_confidence`), match_confidence (what matching alone gave it, before the witness
+    and the seeds), score (R² gain for split/merge, best cosine to the other side for
+    birth/death), and the evidence: witness
+    ("absent": the activations agree, "present": they contradict, null without
+    activations), presence and presence_corr (the witness's strength and correlation: of a
+    born feature in the earlier activations, of a dying one in the later, of the least
+    present split child / merge parent), gap (checkpoints skipped, see `lineage.Chain`) and
+    seeds (how many of the fitted seeds find every feature of the event)."""
     tau: float
     """The continuation threshold used: max(tau_match, chance quantile)."""
     chance: Chance
@@ -66,6 +111,9 @@ class MatchResult(NamedTuple):
 class Side:
     """One checkpoint's live features."""
 
+    sae: SAE
+    acts: Tensor | None
+    """Its checkpoint's probe activations [n, d], when given."""
     ids: np.ndarray
     """Feature index in its SAE of each live row."""
     W: Tensor
@@ -80,7 +128,12 @@ class Side:
     def on_activations(self) -> Side:
         if self.codes is None:
             raise ValueError("MatchConfig.signal='activation' needs acts_prev and acts_next")
-        return Side(self.ids, self.W, self.codes, self.stable, activation_rows(self.codes.z))
+        return replace(self, S=activation_rows(self.codes.z))
+
+    def seeds(self, rows: list[int]) -> int | None:
+        """How many seeds find all of `rows` (2 when another seed also does), None without a
+        noise floor."""
+        return None if self.stable is None else 1 + int(bool(self.stable[rows].all()))
 
 
 def activation_rows(z_NF: Tensor) -> Tensor:
@@ -115,7 +168,7 @@ def _side(
                 f"{name}: stable mask has {stable.shape[0]} entries, the SAE {sae.d_sae} features"
             )
         stable_live = stable.cpu().numpy().astype(bool)[ids]
-    return Side(ids, W, codes, stable_live, W)
+    return Side(sae, acts, ids, W, codes, stable_live, W)
 
 
 def match(
@@ -166,28 +219,6 @@ def match(
         # chance level is ~0 anyway).
         chance = chance_cosine(min(prev.S.shape[1], 4096), width, cfg.chance_quantile)
     tau = max(cfg.tau_match, chance.quantile)
-    if len(prev.ids) == 0 or len(nxt.ids) == 0:
-        # Nothing to match against: whatever is live on the other side appears from nothing
-        # (births) or vanishes (deaths), at full confidence but for unstable features.
-        empty = "sae_prev" if len(prev.ids) == 0 else "sae_next"
-        kind, side = ("birth", nxt) if len(prev.ids) == 0 else ("death", prev)
-        cap = [
-            1.0 if side.stable is None or side.stable[row] else cfg.unstable_confidence
-            for row in range(len(side.ids))
-        ]
-        feats = [[int(f)] for f in side.ids]
-        events = pl.DataFrame(
-            {
-                "kind": [kind] * len(feats),
-                "sources": feats if kind == "death" else [[] for _ in feats],
-                "targets": feats if kind == "birth" else [[] for _ in feats],
-                "confidence": cap,
-                "score": [0.0] * len(feats),
-            },
-            schema=EVENT_SCHEMA,
-        )
-        note = f"{empty} has no live features"
-        return MatchResult(pl.DataFrame(schema=EDGE_SCHEMA), events, tau, chance, note, signal)
     return _Matcher(cfg, prev, nxt, tau, chance, signal).run()
 
 
@@ -197,14 +228,68 @@ class _Matcher:
     ):
         self.cfg, self.prev, self.nxt, self.tau, self.chance = cfg, prev, nxt, tau, chance
         self.signal = signal
-        self.nb: Neighbours = neighbours(prev.S, nxt.S, cfg.candidates)
+        self.empty = len(prev.ids) == 0 or len(nxt.ids) == 0
+        self.nb: Neighbours | None = (
+            None if self.empty else neighbours(prev.S, nxt.S, cfg.candidates)
+        )
         self.cand_min = max(cfg.candidate_min_cos, chance.quantile)
-        self.edges: list[tuple[int, int, str]] = []  # live-row indices
-        self.events: list[tuple[str, list[int], list[int], float, float]] = []
+        self.edges: list[_Edge] = []
+        self.events: list[_Event] = []
 
     def run(self) -> MatchResult:
         used_prev = np.zeros(len(self.prev.ids), bool)
         used_next = np.zeros(len(self.nxt.ids), bool)
+        if not self.empty:
+            self._splits_and_merges(used_prev, used_next)
+            self._continuations(~used_prev, ~used_next, used_prev, used_next)
+        self._births_and_deaths(used_prev, used_next)
+        note = ""
+        if self.empty:  # whatever is live on the other side appears from nothing or vanishes
+            note = f"{'sae_prev' if len(self.prev.ids) == 0 else 'sae_next'} has no live features"
+        return self._result(note)
+
+    # -- the activation witness -----------------------------------------------------------
+
+    def _presence(self, side: Side, rows: list[int], other: Side) -> Presence | None:
+        """Features `rows` of `side`, run on the other side's activations."""
+        if side.codes is None or other.acts is None:
+            return None
+        return check(side.sae, side.ids[rows].tolist(), side.codes.z[:, rows], other.acts, self.cfg)
+
+    def _witness(self, side: Side, rows: list[int], other: Side) -> tuple[str | None, float, float]:
+        """(witness, presence, corr) of an event whose features `rows` of `side` should be
+        absent from `other`'s activations (see `witness.verdict`)."""
+        found = self._presence(side, rows, other)
+        return (None, float("nan"), float("nan")) if found is None else verdict(found)
+
+    def _event(self, kind: str, ps: list[int], ns: list[int], conf: float, score: float) -> None:
+        """Record an event with its evidence: the activation witness (split children and
+        births should be absent before; merge parents and deaths after) and the seeds."""
+        if kind in ("split", "birth"):
+            witness, strength, corr = self._witness(self.nxt, ns, self.prev)
+        else:
+            witness, strength, corr = self._witness(self.prev, ps, self.nxt)
+        sides = (self.prev.seeds(ps) if ps else None, self.nxt.seeds(ns) if ns else None)
+        known = [s for s in sides if s is not None]
+        seeds = min(known) if known else None
+        self.events.append(
+            _Event(
+                kind,
+                ps,
+                ns,
+                event_confidence(conf, witness, seeds, self.cfg),
+                conf,
+                score,
+                witness,
+                None if witness is None else strength,
+                None if witness is None else corr,
+                seeds,
+            )
+        )
+
+    # -- splits and merges ---------------------------------------------------------------
+
+    def _splits_and_merges(self, used_prev: np.ndarray, used_next: np.ndarray) -> None:
         for kind, parent, parts, gain in self._split_merge_candidates():
             ps, ns = ([parent], parts) if kind == "split" else (parts, [parent])
             if used_prev[ps].any() or used_next[ns].any():
@@ -212,17 +297,11 @@ class _Matcher:
             used_prev[ps], used_next[ns] = True, True
             witness = self._containment_ok(kind, ps, ns)
             conf = min(1.0, gain / (2 * self.cfg.split_min_gain)) * (1.0 if witness else 0.4)
-            self._event(kind, ps, ns, self._stability_cap(ps, ns, conf), gain)
-            for p in ps:
-                for n in ns:
-                    self.edges.append((p, n, kind))
-        self._continuations(~used_prev, ~used_next, used_prev, used_next)
-        self._births_and_deaths(used_prev, used_next)
-        return self._result()
-
-    # -- splits and merges ---------------------------------------------------------------
+            self._event(kind, ps, ns, conf, gain)
+            self.edges += [_Edge(p, n, kind) for p in ps for n in ns]
 
     def _split_merge_candidates(self) -> list[tuple[str, int, list[int], float]]:
+        assert self.nb is not None
         found = []
         for kind, own, other, idx, cos in (
             ("split", self.prev.S, self.nxt.S, self.nb.of_prev, self.nb.of_prev_cos),
@@ -279,6 +358,7 @@ class _Matcher:
             found = assign_dense(cos, self.tau)
             pairs = zip(rows[found.prev], cols[found.next], strict=True)
         else:
+            assert self.nb is not None
             found = assign_sparse(
                 self.nb,
                 len(self.prev.ids),
@@ -290,26 +370,40 @@ class _Matcher:
             pairs = zip(found.prev, found.next, strict=True)
         for p, n in pairs:
             used_prev[p], used_next[n] = True, True
-            self.edges.append((int(p), int(n), "continuation"))
+            self.edges.append(_Edge(int(p), int(n), "continuation"))
 
-    def _births_and_deaths(self, used_prev, used_next) -> None:
-        margin = max(self.cfg.margin, 1e-6)
-        for kind, used, best_cos in (
-            ("death", used_prev, self.nb.of_prev_cos[:, 0]),
-            ("birth", used_next, self.nb.of_next_cos[:, 0]),
-        ):
-            for row in np.flatnonzero(~used).tolist():
-                best = float(best_cos[row])
-                conf = float(np.clip((self.tau - best) / margin, 0.0, 1.0))
-                conf *= self._activation_penalty(kind, row)
+    def _births_and_deaths(self, used_prev: np.ndarray, used_next: np.ndarray) -> None:
+        """What nothing explains is born or dies, unless the activations say that a dying
+        feature is still there: then the later SAE missed it (a `missed` edge)."""
+        dying = np.flatnonzero(~used_prev).tolist()
+        found = self._presence(self.prev, dying, self.nxt)
+        if found is not None:
+            for row, present, corr in zip(dying, found.present, found.corr, strict=True):
+                if present:
+                    self.edges.append(_Edge(row, None, "missed", float(corr)))
+            dying = [row for row, present in zip(dying, found.present, strict=True) if not present]
+        for kind, rows in (("death", dying), ("birth", np.flatnonzero(~used_next).tolist())):
+            for row in rows:
+                best, conf = self._unexplained_confidence(kind, row)
                 ps, ns = ([row], []) if kind == "death" else ([], [row])
-                self._event(kind, ps, ns, self._stability_cap(ps, ns, conf), best)
+                self._event(kind, ps, ns, conf, best)
+
+    def _unexplained_confidence(self, kind: str, row: int) -> tuple[float, float]:
+        """(best similarity to the other side, confidence) of a birth or death: it ramps from
+        0 at a best similarity of tau to 1 at tau - margin."""
+        if self.nb is None:
+            return 0.0, 1.0
+        best_sim = self.nb.of_prev_cos if kind == "death" else self.nb.of_next_cos
+        best = float(best_sim[row, 0])
+        conf = float(np.clip((self.tau - best) / max(self.cfg.margin, 1e-6), 0.0, 1.0))
+        return best, conf * self._activation_penalty(kind, row)
 
     def _activation_penalty(self, kind: str, row: int) -> float:
         """A born (dying) feature whose activations track one of its neighbours' on the
         shared probe set is a continuation in disguise: lower the event's confidence."""
         if self.signal == "activation" or self.prev.codes is None or self.nxt.codes is None:
             return 1.0  # with the activation signal, the best similarity already said so
+        assert self.nb is not None
         if kind == "birth":
             pairs = [(int(p), row) for p in self.nb.of_next[row, :3]]
         else:
@@ -317,44 +411,50 @@ class _Matcher:
         corr = act_corr(self.prev.codes, self.nxt.codes, pairs)
         return 0.25 if np.nanmax(corr, initial=0.0) >= self.cfg.tau_match else 1.0
 
-    def _stability_cap(self, ps: list[int], ns: list[int], conf: float) -> float:
-        stable = True
-        if self.prev.stable is not None and ps:
-            stable &= bool(self.prev.stable[ps].all())
-        if self.nxt.stable is not None and ns:
-            stable &= bool(self.nxt.stable[ns].all())
-        return conf if stable else min(conf, self.cfg.unstable_confidence)
-
-    def _event(self, kind, ps, ns, confidence, score) -> None:
-        self.events.append((kind, ps, ns, confidence, score))
-
     # -- output ---------------------------------------------------------------------------
 
-    def _result(self) -> MatchResult:
+    def _result(self, note: str) -> MatchResult:
         pi, ni = self.prev.ids, self.nxt.ids
-        corr: list[float | None] = [None] * len(self.edges)
-        pairs = [(p, n) for p, n, _ in self.edges]
+        linked = [e for e in self.edges if e.next is not None]
+        pairs = [(e.prev, e.next) for e in linked if e.next is not None]
+        corr: dict[tuple[int, int], float | None] = {}
         if self.prev.codes is not None and self.nxt.codes is not None:
             values = act_corr(self.prev.codes, self.nxt.codes, pairs)
-            corr = [None if np.isnan(v) else float(v) for v in values]
+            corr = {
+                pair: None if np.isnan(v) else float(v)
+                for pair, v in zip(pairs, values, strict=True)
+            }
+        rows = [
+            (
+                int(pi[e.prev]),
+                int(ni[e.next]),
+                float(self.prev.W[e.prev] @ self.nxt.W[e.next]),
+                corr.get((e.prev, e.next)),
+                e.kind,
+            )
+            if e.next is not None
+            else (int(pi[e.prev]), None, None, e.corr, e.kind)
+            for e in self.edges
+        ]
         edges = pl.DataFrame(
-            {
-                "source": [int(pi[p]) for p, _ in pairs],
-                "target": [int(ni[n]) for _, n in pairs],
-                "cosine": [float(self.prev.W[p] @ self.nxt.W[n]) for p, n in pairs],
-                "act_corr": corr,
-                "kind": [k for _, _, k in self.edges],
-            },
+            [(*row, 1 if row[4] == "missed" else 0) for row in rows],
             schema=EDGE_SCHEMA,
+            orient="row",
         )
         events = pl.DataFrame(
             {
-                "kind": [e[0] for e in self.events],
-                "sources": [sorted(int(pi[p]) for p in e[1]) for e in self.events],
-                "targets": [sorted(int(ni[n]) for n in e[2]) for e in self.events],
-                "confidence": [e[3] for e in self.events],
-                "score": [e[4] for e in self.events],
+                "kind": [e.kind for e in self.events],
+                "sources": [sorted(int(pi[p]) for p in e.prev) for e in self.events],
+                "targets": [sorted(int(ni[n]) for n in e.next) for e in self.events],
+                "confidence": [e.confidence for e in self.events],
+                "match_confidence": [e.match_confidence for e in self.events],
+                "score": [e.score for e in self.events],
+                "witness": [e.witness for e in self.events],
+                "presence": [e.presence for e in self.events],
+                "presence_corr": [e.presence_corr for e in self.events],
+                "gap": [0] * len(self.events),
+                "seeds": [e.seeds for e in self.events],
             },
             schema=EVENT_SCHEMA,
         )
-        return MatchResult(edges, events, self.tau, self.chance, signal=self.signal)
+        return MatchResult(edges, events, self.tau, self.chance, note, self.signal)

@@ -19,10 +19,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tracker.activations import load_activation_file
+from tracker.chain import PARENT_SCHEMA, Chain, Link
+from tracker.checkpoint import Checkpoint, fit_checkpoint
 from tracker.checks import as_activations
 from tracker.config import MatchConfig, SAEConfig
-from tracker.lineage import PARENT_SCHEMA, Checkpoint, LineageIds, fit_checkpoint
-from tracker.match import MatchResult, match
 from tracker.reader import Reader
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
@@ -48,9 +48,7 @@ class Analyzer:
         self.writer, self.run, self.layer = writer, run, layer
         self.sae_config = sae or SAEConfig()
         self.match_config = match_config or MatchConfig()
-        self.ids = LineageIds(self.match_config)
-        self.prev: Checkpoint | None = None
-        self.prev_ids: dict[int, int] = {}
+        self.chain = Chain(self.match_config)
 
     def resume(self, before: int, load_acts: Callable[[int], Tensor]) -> None:
         """Continue from the last stored checkpoint before step `before` (a resumed training
@@ -66,56 +64,35 @@ class Analyzer:
         stable = torch.zeros(sae.d_sae, dtype=torch.bool)
         stable[features.filter(pl.col("stable"))["feature"].to_list()] = True
         share = stored.filter(pl.col("step") == last)["stable_share"][0]
-        self.prev = Checkpoint(last, sae, as_activations(load_acts(last)), stable, share)
-        self.prev_ids = dict(
-            zip(features["feature"].to_list(), features["lineage"].to_list(), strict=True)
-        )
+        prev = Checkpoint(last, sae, as_activations(load_acts(last)), stable, share)
+        ids = dict(zip(features["feature"].to_list(), features["lineage"].to_list(), strict=True))
         top = reader.sql(
             "SELECT max(lineage) AS m FROM (SELECT lineage FROM features WHERE "
             "run = ? AND layer = ? UNION ALL SELECT lineage FROM lineages WHERE "
             "run = ? AND layer = ?)",
             [self.run, self.layer] * 2,
         )["m"][0]
-        self.ids.next_id = int(top) + 1 if top is not None else 0
+        self.chain.resume(prev, ids, int(top) + 1 if top is not None else 0)
 
     def add(self, step: int, acts: object) -> None:
-        """Fit checkpoint `step`, match it with the previous one, write it in one transaction."""
-        if self.prev is not None and step <= self.prev.step:
-            raise ValueError(f"checkpoints must come in step order: {step} after {self.prev.step}")
-        previous = self.prev.sae if self.prev is not None else None
+        """Fit checkpoint `step`, chain it to the previous ones, write it in one transaction."""
+        prev = self.chain.prev
+        if prev is not None and step <= prev.step:
+            raise ValueError(f"checkpoints must come in step order: {step} after {prev.step}")
+        previous = prev.sae if prev is not None else None
         cp = fit_checkpoint(step, acts, self.sae_config, self.match_config, previous)
-        result: MatchResult | None = None
-        parents: list[dict[str, object]] = []
-        if self.prev is None:
-            ids = self.ids.start(cp.sae)
-        else:
-            result = match(
-                self.prev.sae,
-                cp.sae,
-                self.match_config,
-                self.prev.acts,
-                cp.acts,
-                stable_prev=self.prev.stable,
-                stable_next=cp.stable,
-            )
-            ids, parents = self.ids.advance(self.prev_ids, result, cp.sae, step)
-        prev_step = self.prev.step if self.prev is not None else None
+        link = self.chain.add(cp)
+        prev_step = prev.step if prev is not None else None
         self.writer.write_checkpoint(
-            self.run, self.layer, step, checkpoint_tables(cp, result, ids, parents, prev_step)
+            self.run, self.layer, step, checkpoint_tables(cp, link, prev_step)
         )
-        self.prev, self.prev_ids = cp, ids
 
 
-def checkpoint_tables(
-    cp: Checkpoint,
-    result: MatchResult | None,
-    ids: dict[int, int],
-    parents: list[dict[str, object]],
-    prev_step: int | None,
-) -> dict[str, pl.DataFrame]:
+def checkpoint_tables(cp: Checkpoint, link: Link, prev_step: int | None) -> dict[str, pl.DataFrame]:
     sae, metrics = cp.sae, cp.sae.metrics
     assert metrics is not None
     cfg = sae.config
+    result, ids = link.result, link.ids
     stable = cp.stable if cp.stable is not None else torch.zeros(sae.d_sae, dtype=torch.bool)
     live = sorted(ids)
     tables = {
@@ -172,11 +149,10 @@ def checkpoint_tables(
             },
         ),
         "examples": examples(cp, live),
-        "lineages": pl.DataFrame(parents, schema=PARENT_SCHEMA),
+        "lineages": pl.DataFrame(link.parents, schema=PARENT_SCHEMA),
     }
     if result is not None:
-        tables["edges"] = result.edges.with_columns(pl.lit(prev_step).alias("prev_step"))
-        tables["events"] = result.events.with_columns(pl.lit(prev_step).alias("prev_step"))
+        tables["edges"], tables["events"] = link.edges, link.events
     return tables
 
 

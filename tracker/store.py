@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_RETRY_SECONDS = 10.0
 
 SCHEMA = """
@@ -38,9 +38,11 @@ CREATE TABLE IF NOT EXISTS sae_weights (run VARCHAR, layer VARCHAR, step BIGINT,
 CREATE TABLE IF NOT EXISTS features (run VARCHAR, layer VARCHAR, step BIGINT,
     feature INTEGER, lineage BIGINT, frequency DOUBLE, mean_activation DOUBLE, stable BOOLEAN);
 CREATE TABLE IF NOT EXISTS edges (run VARCHAR, layer VARCHAR, prev_step BIGINT, step BIGINT,
-    source INTEGER, target INTEGER, cosine DOUBLE, act_corr DOUBLE, kind VARCHAR);
+    source INTEGER, target INTEGER, cosine DOUBLE, act_corr DOUBLE, kind VARCHAR, gap INTEGER);
 CREATE TABLE IF NOT EXISTS events (run VARCHAR, layer VARCHAR, prev_step BIGINT, step BIGINT,
-    kind VARCHAR, sources INTEGER[], targets INTEGER[], confidence DOUBLE, score DOUBLE);
+    kind VARCHAR, sources INTEGER[], targets INTEGER[], confidence DOUBLE,
+    match_confidence DOUBLE, score DOUBLE,
+    witness VARCHAR, presence DOUBLE, presence_corr DOUBLE, gap INTEGER, seeds INTEGER);
 CREATE TABLE IF NOT EXISTS lineages (run VARCHAR, layer VARCHAR, lineage BIGINT,
     parent BIGINT, kind VARCHAR, step BIGINT);
 CREATE TABLE IF NOT EXISTS examples (run VARCHAR, layer VARCHAR, step BIGINT,

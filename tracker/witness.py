@@ -14,9 +14,33 @@ import torch
 from torch import Tensor
 
 from tracker.checks import as_activations
+from tracker.config import MatchConfig
 from tracker.sae import SAE
 
 CHUNK = 1024
+
+# What the activations say of an event (the `witness` column).
+WITNESSED = "absent"
+"""The event's feature(s) are absent from the other checkpoint's activations: the model
+changed, as the event says."""
+CONTRADICTED = "present"
+"""They are present there with their own pattern and strength: an SAE re-carved or missed
+them; the event's confidence is capped."""
+
+
+def event_confidence(
+    match_confidence: float, witness: str | None, seeds: int | None, cfg: MatchConfig
+) -> float:
+    """An event's confidence from what matching alone gave it: capped at
+    `unstable_confidence` where the activations contradict it, or where one of its features
+    has no cross-seed match and the activations do not witness it (with `trust_witness`, a
+    witnessed event is not capped by the noise floor, which only stands in for evidence the
+    witness gives directly)."""
+    contradicted = witness == CONTRADICTED
+    unstable = seeds == 1 and not (witness == WITNESSED and cfg.trust_witness)
+    if contradicted or unstable:
+        return min(match_confidence, cfg.unstable_confidence)
+    return match_confidence
 
 
 @dataclass(frozen=True)
@@ -32,6 +56,83 @@ class Codes:
         if x.shape[1] != sae.d:
             raise ValueError(f"activations for {name} must be [n, {sae.d}], got {tuple(x.shape)}")
         return cls(sae.latents(x, columns=torch.from_numpy(ids)))
+
+
+@dataclass(frozen=True)
+class Presence:
+    """How a checkpoint's features show in another checkpoint's activations of the same
+    probe inputs, each measured with the feature's own encoder."""
+
+    corr: np.ndarray
+    """[F] Pearson correlation over the probe set between the feature's activations at its
+    own checkpoint and at the other (0 where either is constant)."""
+    strength: np.ndarray
+    """[F] its mean activation at the other checkpoint over the inputs it fires on at its
+    own, as a share of its mean activation there (1: as strong; 0: gone)."""
+    present: np.ndarray
+    """Bool [F]: corr and strength clear their thresholds, and its mean activation where it
+    fires at its own checkpoint, times the strength, clears `min_activation`."""
+
+
+@torch.no_grad()
+def presence(
+    sae: SAE,
+    ids: Sequence[int],
+    z_own_NF: Tensor,
+    acts_other: Tensor,
+    *,
+    min_corr: float,
+    min_strength: float,
+    min_activation: float = 0.0,
+) -> Presence:
+    """Run features `ids` of `sae` (whose activations on their own checkpoint are the
+    columns of `z_own_NF`) on another checkpoint's activations `acts_other` [n, d].
+
+    No firing-frequency test: a rare feature near `min_frequency` drifts across it between
+    checkpoints while firing on the same inputs as strongly (on the toy replay such
+    features gave confident false deaths)."""
+    if len(ids) == 0:
+        empty = np.zeros(0)
+        return Presence(empty, empty, np.zeros(0, bool))
+    z_other = sae.latents(acts_other, columns=torch.as_tensor(list(ids)))
+    own = z_own_NF > 0
+    on_support = (z_other * own).sum(0) / (z_own_NF * own).sum(0).clamp_min(1e-12)
+    a, b = z_own_NF - z_own_NF.mean(0), z_other - z_other.mean(0)
+    denom = a.norm(dim=0) * b.norm(dim=0)
+    corr = torch.where(denom > 0, (a * b).sum(0) / denom.clamp_min(1e-30), 0.0)
+    # The statistic `SAE.live` holds to min_activation (mean activation where it fires, in
+    # the layer's units), carried over at the measured strength. Measured afresh on the
+    # other activations it would count weak stray firings (TopK fills its k slots) and
+    # fall below min_activation for a feature as strong as before on its own inputs.
+    own_mean = (sae.mean_activation.cpu() * sae.input_scale.cpu())[list(ids)]
+    strong = own_mean * on_support >= min_activation
+    present = (corr >= min_corr) & (on_support >= min_strength) & strong
+    return Presence(corr.double().numpy(), on_support.double().numpy(), present.numpy())
+
+
+def check(
+    sae: SAE, ids: Sequence[int], z_own_NF: Tensor, acts_other: Tensor, cfg: MatchConfig
+) -> Presence:
+    """`presence` at the thresholds of `cfg` (witness_corr, witness_strength,
+    min_activation)."""
+    return presence(
+        sae,
+        ids,
+        z_own_NF,
+        acts_other,
+        min_corr=cfg.witness_corr,
+        min_strength=cfg.witness_strength,
+        min_activation=cfg.min_activation,
+    )
+
+
+def verdict(found: Presence) -> tuple[str, float, float]:
+    """(witness, strength, corr) of an event whose features should all be absent where
+    `found` looked: contradicted when every one is present there; the evidence is that of
+    the least present one."""
+    weakest = int(np.argmin(found.strength))
+    witness = CONTRADICTED if found.present.all() else WITNESSED
+    return witness, float(found.strength[weakest]), float(found.corr[weakest])
 
 
 def act_corr(a: Codes, b: Codes, pairs: Sequence[tuple[int, int]]) -> np.ndarray:

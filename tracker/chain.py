@@ -1,0 +1,328 @@
+"""A chain of checkpoints, added in step order: pairwise matches, witnessed events across
+gaps, and lineage ids.
+
+`match` compares two neighbouring checkpoints. A chain adds what only a sequence knows: a
+feature that one SAE missed while the activations still show it (a `missed` edge) is held as
+*lost* for up to `MatchConfig.max_gap` checkpoints, as multi-object trackers keep a lost
+track. When a later SAE finds it again, the lineage continues across the gap (an edge whose
+`prev_step` is where it was last seen, with `gap` > 0) and the later "birth" is no event.
+When the activations stop showing it, it dies there, witnessed. When the gap runs out while
+they still show it, it dies unwitnessed (low confidence). `track` and the store's `Analyzer`
+both drive a chain, so they read events the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+import torch
+from torch import Tensor
+
+from tracker.assign import assign_dense
+from tracker.checkpoint import Checkpoint
+from tracker.config import MatchConfig
+from tracker.match import EDGE_SCHEMA, EVENT_SCHEMA, MatchResult, activation_rows, match
+from tracker.sae import SAE
+from tracker.witness import CONTRADICTED, WITNESSED, Presence, check, event_confidence
+
+PARENT_SCHEMA = {"lineage": pl.Int64, "parent": pl.Int64, "kind": pl.Utf8, "step": pl.Int64}
+
+
+class LineageIds:
+    """Lineage ids, advanced one checkpoint at a time: a continuation keeps its parent's
+    lineage; births, split children and merge results start new ones, and splits and merges
+    record their parents. Live features are those that take part in `match`
+    (`MatchConfig.live`)."""
+
+    def __init__(self, config: MatchConfig | None = None) -> None:
+        self.config = config or MatchConfig()
+        self.next_id = 0
+
+    def _new(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def _live(self, sae: SAE) -> list[int]:
+        return self.config.live(sae).nonzero().flatten().tolist()
+
+    def start(self, sae: SAE) -> dict[int, int]:
+        return {feature: self._new() for feature in self._live(sae)}
+
+    def advance(
+        self,
+        before: dict[int, int],
+        result: MatchResult,
+        sae: SAE,
+        step: int,
+        carried: dict[int, int] | None = None,
+        events: pl.DataFrame | None = None,
+    ) -> tuple[dict[int, int], list[dict[str, object]]]:
+        """(feature -> lineage at this step, parent rows) after `result`; `carried` maps
+        features that continue a lineage across a gap to that lineage, and `events` (default
+        `result.events`) are the events as the chain reads them."""
+        now: dict[int, int] = dict(carried or {})
+        parents: list[dict[str, object]] = []
+        for row in result.edges.filter(pl.col("kind") == "continuation").iter_rows(named=True):
+            now[row["target"]] = before[row["source"]]
+        for row in (result.events if events is None else events).iter_rows(named=True):
+            for target in row["targets"]:
+                now[target] = self._new()
+                parents += [
+                    {
+                        "lineage": now[target],
+                        "parent": before[source],
+                        "kind": row["kind"],
+                        "step": step,
+                    }
+                    for source in row["sources"]
+                ]
+        for feature in self._live(sae):  # only when a side had nothing live to match
+            if feature not in now:
+                now[feature] = self._new()
+        return now, parents
+
+
+@dataclass
+class Lost:
+    """A lineage whose feature the last SAE(s) missed while the activations still show it."""
+
+    lineage: int
+    seen: Checkpoint
+    """The checkpoint where a SAE last had it."""
+    feature: int
+    z: Tensor
+    """[n] its activations on its own checkpoint."""
+    missed: int = 1
+    """Checkpoints in a row without it so far."""
+
+
+@dataclass
+class Link:
+    """One checkpoint added to a chain."""
+
+    step: int
+    ids: dict[int, int]
+    """feature -> lineage id of every live feature of this checkpoint."""
+    result: MatchResult | None = None
+    """The match with the previous checkpoint (None for the first)."""
+    edges: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """EDGE_SCHEMA plus prev_step: the pairwise edges, `missed` edges of lost features and
+    continuations across a gap (whose prev_step is where the feature was last seen)."""
+    events: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """EVENT_SCHEMA plus prev_step: the pairwise events, less births that continue a lost
+    lineage, plus deaths of lost features."""
+    parents: list[dict[str, object]] = field(default_factory=list)
+
+
+class Chain:
+    """Adds checkpoints of one layer in step order (see the module docstring)."""
+
+    def __init__(self, config: MatchConfig | None = None) -> None:
+        self.config = config or MatchConfig()
+        self.ids = LineageIds(self.config)
+        self.prev: Checkpoint | None = None
+        self.prev_ids: dict[int, int] = {}
+        self.lost: list[Lost] = []
+        self.history: list[Checkpoint] = []
+        """The last max_gap + 1 checkpoints, newest (`prev`) last: a birth the activations
+        contradict at `prev` is dated back through the ones before it."""
+
+    def resume(self, prev: Checkpoint, ids: dict[int, int], next_id: int) -> None:
+        """Continue after a stored checkpoint (lost features are not stored: they end)."""
+        self.prev, self.prev_ids, self.ids.next_id, self.lost = prev, ids, next_id, []
+        self.history = []
+
+    def add(self, cp: Checkpoint) -> Link:
+        prev = self.prev
+        if prev is not None and cp.step <= prev.step:
+            raise ValueError(f"checkpoints must come in step order: {cp.step} after {prev.step}")
+        self.prev = cp
+        if prev is not None and self.config.max_gap > 0:
+            self.history = [*self.history, prev][-(self.config.max_gap + 1) :]
+        if prev is None:
+            self.prev_ids = self.ids.start(cp.sae)
+            return Link(cp.step, self.prev_ids)
+        cfg = self.config
+        result = match(
+            prev.sae,
+            cp.sae,
+            cfg,
+            prev.acts,
+            cp.acts,
+            stable_prev=prev.stable,
+            stable_next=cp.stable,
+        )
+        edges = result.edges.with_columns(pl.lit(prev.step, pl.Int64).alias("prev_step"))
+        events = result.events.with_columns(pl.lit(prev.step, pl.Int64).alias("prev_step"))
+        found, gap_edges = self._refind(cp, result)
+        events = events.filter(
+            ~((pl.col("kind") == "birth") & pl.col("targets").list.first().is_in(list(found)))
+        )
+        events = self._date_births(events, cp)
+        ended, still_lost, lost_edges = self._check_lost(
+            cp, {lost.lineage for lost in found.values()}
+        )
+        missed = edges.filter(pl.col("kind") == "missed")
+        new_lost = [
+            Lost(self.prev_ids[f], prev, f, _own_z(prev, f)) for f in missed["source"].to_list()
+        ]
+        if cfg.max_gap == 0:  # gaps off: a feature the SAE missed dies, unwitnessed
+            ended += [self._death(lost, CONTRADICTED, 0, None) for lost in new_lost]
+            edges, new_lost = edges.filter(pl.col("kind") != "missed"), []
+        carried = {target: lost.lineage for target, lost in found.items()}
+        ids, parents = self.ids.advance(self.prev_ids, result, cp.sae, cp.step, carried, events)
+        self.prev_ids, self.lost = ids, still_lost + new_lost
+        return Link(
+            cp.step,
+            ids,
+            result,
+            pl.concat([edges, *gap_edges, *lost_edges], how="diagonal_relaxed"),
+            pl.concat([events, *ended], how="diagonal_relaxed"),
+            parents,
+        )
+
+    # -- births an SAE found late ----------------------------------------------------------
+
+    def _date_births(self, events: pl.DataFrame, cp: Checkpoint) -> pl.DataFrame:
+        """A birth whose feature the previous checkpoint's activations already show (its SAE
+        missed it) is dated back to the last checkpoint, within max_gap, whose activations
+        do not: prev_step becomes that step, gap the checkpoints in between, and the witness
+        no longer contradicts it. Older than the window, it stays contradicted."""
+        late = (pl.col("kind") == "birth") & (pl.col("witness") == CONTRADICTED)
+        if len(self.history) < 2 or events.filter(late).is_empty():
+            return events
+        rows = []
+        for row in events.filter(late).iter_rows(named=True):
+            feature = row["targets"][0]
+            z = _own_z(cp, feature)
+            for gap, older in enumerate(reversed(self.history[:-1]), start=1):
+                here = self._presence(cp.sae, feature, z, older.acts)
+                if not here.present[0]:
+                    row |= {
+                        "prev_step": older.step,
+                        "witness": WITNESSED,
+                        "presence": float(here.strength[0]),
+                        "presence_corr": float(here.corr[0]),
+                        "gap": gap,
+                        "confidence": event_confidence(
+                            row["match_confidence"], WITNESSED, row["seeds"], self.config
+                        ),
+                    }
+                    break
+            rows.append(row)
+        dated = pl.DataFrame(rows, schema=events.schema)
+        return pl.concat([events.filter(~late), dated])
+
+    def _presence(self, sae: SAE, feature: int, z: Tensor, acts: Tensor) -> Presence:
+        return check(sae, [feature], z[:, None], acts, self.config)
+
+    # -- lost features ----------------------------------------------------------------------
+
+    def _refind(
+        self, cp: Checkpoint, result: MatchResult
+    ) -> tuple[dict[int, Lost], list[pl.DataFrame]]:
+        """Births of `cp` that are a lost feature found again: {target: lost} and their
+        continuation edges across the gap. Compared on the signal the match used."""
+        born = [t[0] for t in result.events.filter(pl.col("kind") == "birth")["targets"].to_list()]
+        if not self.lost or not born:
+            return {}, []
+        z_new = cp.sae.latents(cp.acts, columns=torch.tensor(born))
+        w_new = _unit(cp.sae.W_dec.detach().cpu()[born])
+        w_lost = _unit(
+            torch.stack([lost.seen.sae.W_dec.detach().cpu()[lost.feature] for lost in self.lost])
+        )
+        corr = (
+            activation_rows(torch.stack([lost.z for lost in self.lost], 1))
+            @ activation_rows(z_new).t()
+        )
+        cosine = w_lost @ w_new.t()
+        sim = corr if result.signal == "activation" else cosine
+        pairs = assign_dense(sim.double().numpy(), result.tau)
+        found: dict[int, Lost] = {}
+        rows = []
+        for i, j in zip(pairs.prev.tolist(), pairs.next.tolist(), strict=True):
+            lost, target = self.lost[i], born[j]
+            found[target] = lost
+            rows.append(
+                {
+                    "prev_step": lost.seen.step,
+                    "source": lost.feature,
+                    "target": target,
+                    "cosine": float(cosine[i, j]),
+                    "act_corr": float(corr[i, j]),
+                    "kind": "continuation",
+                    "gap": lost.missed,
+                }
+            )
+        frame = pl.DataFrame(rows, schema={**EDGE_SCHEMA, "prev_step": pl.Int64})
+        return found, [frame] if rows else []
+
+    def _check_lost(
+        self, cp: Checkpoint, refound: set[int]
+    ) -> tuple[list[pl.DataFrame], list[Lost], list[pl.DataFrame]]:
+        """For lost features not found again: a witnessed death where `cp`'s activations no
+        longer show them, an unwitnessed one where the gap has run out, else still lost
+        (another `missed` edge). Returns (death events, still lost, missed edges)."""
+        cfg = self.config
+        ended, still, edges = [], [], []
+        for lost in self.lost:
+            if lost.lineage in refound:
+                continue
+            here = self._presence(lost.seen.sae, lost.feature, lost.z, cp.acts)
+            if not here.present[0]:
+                ended.append(self._death(lost, WITNESSED, lost.missed, here))
+            elif lost.missed >= cfg.max_gap:
+                ended.append(self._death(lost, CONTRADICTED, lost.missed, here))
+            else:
+                lost.missed += 1
+                still.append(lost)
+                edges.append(
+                    pl.DataFrame(
+                        [
+                            {
+                                "prev_step": lost.seen.step,
+                                "source": lost.feature,
+                                "target": None,
+                                "cosine": None,
+                                "act_corr": float(here.corr[0]),
+                                "kind": "missed",
+                                "gap": lost.missed,
+                            }
+                        ],
+                        schema={**EDGE_SCHEMA, "prev_step": pl.Int64},
+                    )
+                )
+        return ended, still, edges
+
+    def _death(self, lost: Lost, witness: str, gap: int, here: Presence | None) -> pl.DataFrame:
+        """The death event of a lost feature, `gap` checkpoints after it was last seen."""
+        stable = lost.seen.stable
+        seeds = None if stable is None else 1 + int(bool(stable[lost.feature]))
+        return pl.DataFrame(
+            [
+                {
+                    "prev_step": lost.seen.step,
+                    "kind": "death",
+                    "sources": [lost.feature],
+                    "targets": [],
+                    "confidence": event_confidence(1.0, witness, seeds, self.config),
+                    "match_confidence": 1.0,
+                    "score": 0.0,
+                    "witness": witness,
+                    "presence": None if here is None else float(here.strength[0]),
+                    "presence_corr": None if here is None else float(here.corr[0]),
+                    "gap": gap,
+                    "seeds": seeds,
+                }
+            ],
+            schema={**EVENT_SCHEMA, "prev_step": pl.Int64},
+        )
+
+
+def _unit(W: Tensor) -> Tensor:
+    return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _own_z(cp: Checkpoint, feature: int) -> Tensor:
+    return cp.sae.latents(cp.acts, columns=torch.tensor([feature]))[:, 0]
