@@ -26,6 +26,10 @@ class TrueEvent:
     """True feature ids before the event (empty for a birth)."""
     targets: frozenset[int]
     """True feature ids after the event (empty for a death)."""
+    until: int | None = None
+    """For a gradual birth (death): the step where the feature reaches full size (is gone).
+    The event may then be reported at any transition from one checkpoint before `step` to one
+    after `until`: where a feature that forms slowly is "born" is a matter of threshold."""
 
 
 @dataclass
@@ -60,6 +64,9 @@ class PlantedConfig:
     child_cos: float = 0.75
     """Cosine between a split child and its parent (merge parents sit at ~0.71 to the child)."""
     noise: float = 0.02
+    ramp: int = 0
+    """Checkpoints a birth takes to grow to full size and a death to fade out (its
+    coefficients scaled by 1/ramp, 2/ramp, ...); 0 or 1: at once."""
     seed: int = 0
 
 
@@ -70,6 +77,8 @@ class _Planter:
         self.next_id = 0
         self.dirs: dict[int, Tensor] = {}
         self.coefs: dict[int, Tensor] = {}  # id -> [n] non-negative coefficient per probe input
+        self.scales: dict[int, list[float]] = {}  # id -> scales still to come (gradual)
+        self.ramping: dict[int, TrueEvent] = {}  # id -> its gradual event, until it is done
 
     def unit(self, v: Tensor) -> Tensor:
         return v / v.norm()
@@ -95,7 +104,7 @@ class _Planter:
         return cos * direction + sin * u, cos * direction - sin * u
 
     def pick(self, count: int, exclude: set[int]) -> list[int]:
-        pool = [f for f in self.dirs if f not in exclude]
+        pool = [f for f in self.dirs if f not in exclude and f not in self.scales]
         order = torch.randperm(len(pool), generator=self.g)[:count]
         return [pool[i] for i in order.tolist()]
 
@@ -107,10 +116,15 @@ class _Planter:
         def event(kind: str, sources: list[int], targets: list[int]) -> None:
             events.append(TrueEvent(prev, step, kind, frozenset(sources), frozenset(targets)))
 
+        ramp = [i / cfg.ramp for i in range(1, cfg.ramp)] if cfg.ramp > 1 else []
         for fid in self.pick(cfg.deaths, used):
             used.add(fid)
-            del self.dirs[fid], self.coefs[fid]
-            event("death", [fid], [])
+            if ramp:  # fades: 1 - 1/ramp, ..., 1/ramp, then gone
+                self.scales[fid] = [*ramp[::-1], 0.0]
+                self.ramping[fid] = TrueEvent(prev, step, "death", frozenset([fid]), frozenset())
+            else:
+                del self.dirs[fid], self.coefs[fid]
+                event("death", [fid], [])
         for parent in self.pick(cfg.splits, used):
             used.add(parent)
             direction, coefs = self.dirs.pop(parent), self.coefs.pop(parent)
@@ -128,8 +142,28 @@ class _Planter:
             coefs = torch.maximum(self.coefs.pop(pair[0]), self.coefs.pop(pair[1]))
             event("merge", pair, [self.add(child_dir, coefs)])
         for _ in range(cfg.births):
-            event("birth", [], [self.add(self.random_dir(), self.random_support())])
+            fid = self.add(self.random_dir(), self.random_support())
+            if ramp:  # grows: 1/ramp, ..., 1
+                self.scales[fid] = [*ramp, 1.0]
+                self.ramping[fid] = TrueEvent(prev, step, "birth", frozenset(), frozenset([fid]))
+            else:
+                event("birth", [], [fid])
         return events
+
+    def advance_ramps(self, step: int) -> list[TrueEvent]:
+        """After the activations of `step`: move every gradual feature to its next scale, and
+        return the events whose ramp ended at this step (a faded feature is removed)."""
+        done = []
+        for fid in list(self.scales):
+            scale = self.scales[fid].pop(0)
+            if self.scales[fid]:
+                continue
+            del self.scales[fid]
+            if scale == 0.0:
+                del self.dirs[fid], self.coefs[fid]
+            e = self.ramping.pop(fid)
+            done.append(TrueEvent(e.prev_step, e.step, e.kind, e.sources, e.targets, until=step))
+        return done
 
     def drift(self) -> None:
         for fid, direction in self.dirs.items():
@@ -138,7 +172,7 @@ class _Planter:
 
     def activations(self) -> Tensor:
         ids = sorted(self.dirs)
-        codes = torch.stack([self.coefs[f] for f in ids], dim=1)
+        codes = torch.stack([self.coefs[f] * self.scales.get(f, [1.0])[0] for f in ids], dim=1)
         dirs = torch.stack([self.dirs[f] for f in ids])
         return codes @ dirs + self.cfg.noise * torch.randn(self.cfg.n, self.cfg.d, generator=self.g)
 
@@ -155,8 +189,13 @@ def planted_run(cfg: PlantedConfig | None = None) -> PlantedRun:
             planter.drift()
             if step not in cfg.quiet:
                 run.events.extend(planter.transition(cfg.steps[i - 1], step))
-        run.directions[step] = dict(planter.dirs)
+        run.directions[step] = {
+            f: d
+            for f, d in planter.dirs.items()
+            if f not in planter.scales or planter.scales[f][0] > 0
+        }
         run.acts[step] = planter.activations()
+        run.events.extend(planter.advance_ramps(step))
     return run
 
 
@@ -201,22 +240,40 @@ def score_events(
 ) -> dict[str, KindScore]:
     """Precision and recall per event kind. A reported event (prev_step, step, kind, source
     features, target features) is right when its features map to the true features of a true
-    event of the same kind and transition; each true event is found at most once."""
+    event of the same kind at the same transition, or, for a gradual one, at a step from one
+    checkpoint before its ramp to one after; each true event is found at most once."""
     maps = {s: true_feature_of(W, run.directions[s], min_cos) for s, W in decoders.items()}
-    truth = {(e.prev_step, e.step, e.kind, e.sources, e.targets) for e in run.events}
-    found: set[tuple[int, int, str, frozenset[int], frozenset[int]]] = set()
+    index = {step: i for i, step in enumerate(sorted(run.acts))}
+
+    def on_time(event: TrueEvent, prev_step: int, step: int) -> bool:
+        if event.until is None:
+            return (event.prev_step, event.step) == (prev_step, step)
+        return index[event.step] - 1 <= index[step] <= index[event.until] + 1
+
+    found: set[TrueEvent] = set()
     fp = dict.fromkeys(KINDS, 0)
     for prev_step, step, kind, sources, targets in reported:
         src = [maps[prev_step].get(f) for f in sources]
         tgt = [maps[step].get(f) for f in targets]
-        key = (prev_step, step, kind, frozenset(src), frozenset(tgt))
-        if None in src or None in tgt or key not in truth or key in found:
+        match = next(
+            (
+                e
+                for e in run.events
+                if e not in found
+                and e.kind == kind
+                and e.sources == frozenset(src)
+                and e.targets == frozenset(tgt)
+                and on_time(e, prev_step, step)
+            ),
+            None,
+        )
+        if None in src or None in tgt or match is None:
             fp[kind] += 1
         else:
-            found.add(key)
+            found.add(match)
     scores = {}
     for kind in KINDS:
-        tp = sum(1 for k in found if k[2] == kind)
-        fn = sum(1 for k in truth if k[2] == kind) - tp
+        tp = sum(1 for e in found if e.kind == kind)
+        fn = sum(1 for e in run.events if e.kind == kind) - tp
         scores[kind] = KindScore(tp, fp[kind], fn)
     return scores

@@ -6,6 +6,11 @@ as wide as the truth (a user never knows its size) with k=4 for ~3 active featur
 confident events count. Both SAE initialisations are measured in the same run: "previous"
 (warm start from the last checkpoint's SAE) and "random" (each checkpoint from scratch).
 
+Then the gradual run: 10 checkpoints where births grow to full size and deaths fade out
+over 3 checkpoints, directions rotate three times faster, and one split and one merge per
+transition; a birth or death counts when reported from one checkpoint before its ramp to one
+after.
+
     python experiments/bench/planted_events.py [--seeds 3]
 """
 
@@ -13,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
+
+import polars as pl
 
 from tracker import SAEConfig
 from tracker.config import MatchConfig
@@ -21,13 +29,21 @@ from tracker.planted import KINDS, KindScore, PlantedConfig, planted_run, score_
 
 STEPS = (0, 100, 200, 300, 400, 500)
 QUIET = 300
+GRADUAL_STEPS = tuple(range(0, 1000, 100))
 
 
-def evaluate(init: str, seeds: int, match_config: MatchConfig) -> None:
+def evaluate(
+    name: str, init: str, seeds: int, match_config: MatchConfig, gradual: bool = False
+) -> None:
     totals = {kind: KindScore(0, 0, 0) for kind in KINDS}
     quiet_events, seconds, floor = 0, 0.0, []
     for seed in range(seeds):
-        run = planted_run(PlantedConfig(d=64, n_true=48, steps=STEPS, quiet=(QUIET,), seed=seed))
+        planted = PlantedConfig(d=64, n_true=48, steps=STEPS, quiet=(QUIET,), seed=seed)
+        if gradual:
+            planted = replace(
+                planted, steps=GRADUAL_STEPS, quiet=(), ramp=3, drift=0.15, splits=1, merges=1
+            )
+        run = planted_run(planted)
         start = time.perf_counter()
         lineage = track(
             run.acts,
@@ -35,22 +51,22 @@ def evaluate(init: str, seeds: int, match_config: MatchConfig) -> None:
             match_config,
         )
         seconds += time.perf_counter() - start
-        reported = []
-        for a, b, m in zip(
-            lineage.checkpoints, lineage.checkpoints[1:], lineage.matches, strict=False
-        ):
-            confident = m.events.filter(m.events["confidence"] >= match_config.min_confidence)
-            for row in confident.iter_rows(named=True):
-                reported.append((a.step, b.step, row["kind"], row["sources"], row["targets"]))
-            quiet_events += len(confident) if b.step == QUIET else 0
+        events = lineage.events().filter(pl.col("confidence") >= match_config.min_confidence)
+        reported = [
+            (r["prev_step"], r["step"], r["kind"], r["sources"], r["targets"])
+            for r in events.iter_rows(named=True)
+        ]
+        quiet_events += 0 if gradual else events.filter(pl.col("step") == QUIET).height
         floor += [c.stable_share for c in lineage.checkpoints if c.stable_share is not None]
         decoders = {c.step: c.sae.W_dec.detach() for c in lineage.checkpoints}
         for kind, s in score_events(run, reported, decoders).items():
             t = totals[kind]
             totals[kind] = KindScore(t.tp + s.tp, t.fp + s.fp, t.fn + s.fn)
+    checkpoints = len(GRADUAL_STEPS if gradual else STEPS)
     print(
-        f"init={init}: {seeds} planted runs, {seconds / seeds:.1f} s per run (6 checkpoints, "
-        f"2 SAEs each), mean stable share {sum(floor) / len(floor):.2f}"
+        f"{name}, init={init}: {seeds} planted runs, {seconds / seeds:.1f} s per run "
+        f"({checkpoints} checkpoints, 2 SAEs each), mean stable share "
+        f"{sum(floor) / len(floor):.2f}"
     )
     head = f"  {'kind':<8}{'true':>6}{'tp':>5}{'fp':>5}{'fn':>5}"
     print(f"{head}{'precision':>11}{'recall':>8}{'F1':>7}")
@@ -59,15 +75,20 @@ def evaluate(init: str, seeds: int, match_config: MatchConfig) -> None:
             f"  {kind:<8}{s.tp + s.fn:>6}{s.tp:>5}{s.fp:>5}{s.fn:>5}{s.precision:>11.3f}"
             f"{s.recall:>8.3f}{s.f1:>7.3f}"
         )
-    print(f"  confident events between drift-only checkpoints: {quiet_events}")
+    if not gradual:
+        print(f"  confident events between drift-only checkpoints: {quiet_events}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", choices=("steps", "gradual"), default=None)
     args = parser.parse_args()
-    for init in ("random", "previous"):
-        evaluate(init, args.seeds, MatchConfig())
+    if args.only != "gradual":
+        for init in ("random", "previous"):
+            evaluate("planted", init, args.seeds, MatchConfig())
+    if args.only != "steps":
+        evaluate("gradual", "random", args.seeds, MatchConfig(), gradual=True)
 
 
 if __name__ == "__main__":
