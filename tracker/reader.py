@@ -130,6 +130,18 @@ class Reader:
         rows = self.sql("SELECT config FROM runs WHERE run = ?", [run])
         return json.loads(rows["config"][0]) if not rows.is_empty() else {}
 
+    def lineage_gaps(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
+        """Checkpoints (step) where no SAE had the lineage's feature while the activations
+        still showed it (`missed` edges: prev_step is where it was last seen, act_corr the
+        witness's pattern correlation, gap the checkpoints missed so far)."""
+        return self.sql(
+            "SELECT e.prev_step, e.step, e.source, e.act_corr, e.gap FROM edges e JOIN "
+            "features f ON f.run = e.run AND f.layer = e.layer AND f.step = e.prev_step AND "
+            "f.feature = e.source WHERE e.run = ? AND e.layer = ? AND f.lineage = ? AND "
+            "e.kind = 'missed' ORDER BY e.step",
+            [run, layer, lineage],
+        )
+
     def lineage_parents(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
         return self.sql(
             "SELECT * FROM lineages WHERE run = ? AND layer = ? AND lineage = ?",
@@ -174,6 +186,53 @@ class Reader:
     def decoder(self, run: str, layer: str, step: int) -> Tensor:
         """The [d_sae, d] unit-row decoder of that checkpoint's SAE."""
         return self.sae(run, layer, step).W_dec.detach()
+
+
+def with_evidence(events: pl.DataFrame) -> pl.DataFrame:
+    """`events` with an `evidence` column saying in words what witnessed each one: where
+    the activations were checked (before a birth or split, after a death or merge), the
+    feature's strength and pattern correlation there, the seeds and the gap."""
+    if events.is_empty() or "witness" not in events.columns:
+        return events.with_columns(pl.lit(None, pl.Utf8).alias("evidence"))
+    checked_at = (
+        pl.when(pl.col("kind").is_in(["birth", "split"]))
+        .then(pl.col("prev_step"))
+        .otherwise(pl.col("step"))
+    )
+    said = (
+        pl.when(pl.col("witness") == "absent")
+        .then(pl.lit("activations agree: absent at step "))
+        .otherwise(pl.lit("activations disagree: present at step "))
+    )
+    text = pl.concat_str(
+        said,
+        checked_at.cast(pl.Utf8),
+        pl.lit(" (strength "),
+        pl.col("presence").round(2).cast(pl.Utf8),
+        pl.lit(", corr "),
+        pl.col("presence_corr").round(2).cast(pl.Utf8),
+        pl.lit(")"),
+        pl.when(pl.col("seeds").is_not_null())
+        .then(
+            pl.concat_str(
+                pl.lit("; found by "), pl.col("seeds").cast(pl.Utf8), pl.lit(" of 2 seeds")
+            )
+        )
+        .otherwise(pl.lit("")),
+        pl.when(pl.col("gap") > 0)
+        .then(
+            pl.concat_str(
+                pl.lit("; across "), pl.col("gap").cast(pl.Utf8), pl.lit(" missed checkpoint(s)")
+            )
+        )
+        .otherwise(pl.lit("")),
+    )
+    return events.with_columns(
+        pl.when(pl.col("witness").is_null())
+        .then(pl.lit("no activations to check"))
+        .otherwise(text)
+        .alias("evidence")
+    )
 
 
 def open_db(path: str | Path, read_only: bool = True) -> Reader:

@@ -6,6 +6,8 @@ import streamlit as st
 from common import param, read, select_run
 from renderers import FeatureView, render
 
+from tracker.reader import with_evidence
+
 st.title("Feature")
 selection = select_run()
 if selection:
@@ -60,7 +62,18 @@ if selection:
         if events.is_empty():
             st.caption("No event touches this lineage.")
         else:
-            st.dataframe(events.drop("run", "layer"), hide_index=True)
+            shown = with_evidence(events).drop("run", "layer")
+            st.dataframe(shown.select("evidence", pl.exclude("evidence")), hide_index=True)
+        gaps = read(db, "lineage_gaps", run, layer, lineage)
+        if not gaps.is_empty():
+            st.caption(
+                "Missed by the SAE, still in the activations at step(s) "
+                + ", ".join(
+                    f"{r['step']} (pattern corr {r['act_corr']:.2f} with step {r['prev_step']})"
+                    for r in gaps.iter_rows(named=True)
+                )
+                + ": the lineage continues across the gap."
+            )
 
         st.subheader("Top probe examples")
         step = st.select_slider("Checkpoint", options=story["step"].to_list(), value=last)

@@ -5,6 +5,8 @@ import polars as pl
 import streamlit as st
 from common import param, read, select_run, steps
 
+from tracker.reader import with_evidence
+
 MAX_LINEAGES = 200
 KINDS = ["birth", "death", "split", "merge"]
 
@@ -108,4 +110,5 @@ if selection:
                 "pages/feature.py",
                 query_params={"db": db, "run": run, "layer": layer, "lineage": str(lineage)},
             )
-    st.dataframe(events.drop("run", "layer"), hide_index=True)
+    shown = with_evidence(events).drop("run", "layer")
+    st.dataframe(shown.select("evidence", pl.exclude("evidence")), hide_index=True)
