@@ -476,6 +476,24 @@ def events_by_phase(db: Path, cfg: GrokConfig, bounds: dict[str, int | None]) ->
     )
 
 
+def cleanup_deaths(
+    db: Path, cfg: GrokConfig, bounds: dict[str, int | None], labels: pl.DataFrame, keys: list[int]
+) -> dict[str, int]:
+    """Confident deaths in the clean-up, and how many of them were memorising features: not
+    on a key frequency at the checkpoint where they were last seen."""
+    events = open_db(db).events(cfg.run, LAYERS[cfg.layer], min_confidence=0.5)
+    label = {(s, f): k for s, f, k in labels.select("step", "feature", "frequency").iter_rows()}
+    dying = [
+        label.get((prev_step, feature))
+        for step, prev_step, kind, sources in events.select(
+            "step", "prev_step", "kind", "sources"
+        ).iter_rows()
+        if kind == "death" and phase_of(step, bounds) == "cleanup"
+        for feature in sources
+    ]
+    return {"deaths": len(dying), "memorising": sum(k not in keys for k in dying)}
+
+
 def settled(
     labels: pl.DataFrame,
     features: pl.DataFrame,
@@ -639,6 +657,7 @@ def analyse(cfg: GrokConfig) -> dict[str, Any]:
         "phases": by_phase,
         "live": live,
         "settled": settled(labels, features.drop("stable"), keys, bounds),
+        "cleanup_deaths": cleanup_deaths(cfg.db, cfg, bounds, labels, keys),
         "steps": steps,
     }
 
@@ -684,6 +703,12 @@ def print_report(report: dict[str, Any], cfg: GrokConfig) -> None:
     for phase in PHASES:
         rows = report["phases"].filter(pl.col("phase") == phase)
         print(f"    {phase}: " + ", ".join(f"{k} {n} ({c})" for _, k, n, c in rows.iter_rows()))
+    dead = report["cleanup_deaths"]
+    share = dead["memorising"] / dead["deaths"] if dead["deaths"] else float("nan")
+    print(
+        f"  confident deaths in the clean-up: {dead['deaths']}, of them memorising features "
+        f"(not on a key frequency when last seen): {dead['memorising']} ({share:.2f})"
+    )
     onset = report["settled"].group_by("phase", "how").agg(pl.len().alias("n"))
     print("  lineages ending on a key frequency, by the phase they settled on it in:")
     for phase in PHASES:
