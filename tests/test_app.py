@@ -103,9 +103,9 @@ def test_feature_page_tells_one_lineage_story(db, monkeypatch):
     assert any("Started by a **split**" in m.value for m in at.markdown)
     assert len(at.dataframe) == 2  # its events and its top examples
     shown = at.dataframe[0].value
-    assert list(shown.columns)[0] == "evidence"
-    birth_of_split = shown[shown["kind"] == "split"]["evidence"].iloc[0]
-    assert birth_of_split.startswith(f"activations agree: absent at step {split['prev_step']}")
+    assert shown.columns[0] == "evidence"
+    evidence = shown[shown["kind"] == "split"]["evidence"].iloc[0]
+    assert evidence.startswith(f"activations agree: absent at step {split['prev_step']}")
     assert len(at.dataframe[1].value) == 23  # top 20 + 3 activation quantiles
 
 

@@ -9,8 +9,8 @@ from tiny import one_of_each
 
 from tracker import SAEConfig
 from tracker.calibration import chance_cosine, cross_seed_stable
-from tracker.config import MatchConfig
 from tracker.checkpoint import Checkpoint
+from tracker.config import MatchConfig
 from tracker.lineage import assign_lineages, track
 from tracker.match import match
 from tracker.planted import score_events
