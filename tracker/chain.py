@@ -163,10 +163,9 @@ class Chain:
         ended, still_lost, lost_edges = self._check_lost(
             cp, {lost.lineage for lost in found.values()}
         )
-        missed = edges.filter(pl.col("kind") == "missed")
-        new_lost = [
-            Lost(self.prev_ids[f], prev, f, _own_z(prev, f)) for f in missed["source"].to_list()
-        ]
+        missed = edges.filter(pl.col("kind") == "missed")["source"].to_list()
+        z_missed = _own_z(prev, missed)
+        new_lost = [Lost(self.prev_ids[f], prev, f, z_missed[:, i]) for i, f in enumerate(missed)]
         if cfg.max_gap == 0:  # gaps off: a feature the SAE missed dies, unwitnessed
             ended += [self._death(lost, CONTRADICTED, 0, None) for lost in new_lost]
             edges, new_lost = edges.filter(pl.col("kind") != "missed"), []
@@ -193,9 +192,10 @@ class Chain:
         if len(self.history) < 2 or events.filter(late).is_empty():
             return events
         rows = []
-        for row in events.filter(late).iter_rows(named=True):
-            feature = row["targets"][0]
-            z = _own_z(cp, feature)
+        born = events.filter(late)
+        z_born = _own_z(cp, [targets[0] for targets in born["targets"].to_list()])
+        for i, row in enumerate(born.iter_rows(named=True)):
+            feature, z = row["targets"][0], z_born[:, i]
             for gap, older in enumerate(reversed(self.history[:-1]), start=1):
                 here = self._presence(cp.sae, feature, z, older.acts)
                 if not here.present[0]:
@@ -227,7 +227,7 @@ class Chain:
         born = [t[0] for t in result.events.filter(pl.col("kind") == "birth")["targets"].to_list()]
         if not self.lost or not born:
             return {}, []
-        z_new = cp.sae.latents(cp.acts, columns=torch.tensor(born))
+        z_new = _own_z(cp, born)
         w_new = _unit(cp.sae.W_dec.detach().cpu()[born])
         w_lost = _unit(
             torch.stack([lost.seen.sae.W_dec.detach().cpu()[lost.feature] for lost in self.lost])
@@ -324,5 +324,6 @@ def _unit(W: Tensor) -> Tensor:
     return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _own_z(cp: Checkpoint, feature: int) -> Tensor:
-    return cp.sae.latents(cp.acts, columns=torch.tensor([feature]))[:, 0]
+def _own_z(cp: Checkpoint, features: list[int]) -> Tensor:
+    """[n, len(features)]: the features' activations on their own checkpoint, one encode."""
+    return cp.sae.latents(cp.acts, columns=torch.tensor(features, dtype=torch.long))
