@@ -191,31 +191,46 @@ class Chain:
         late = (pl.col("kind") == "birth") & (pl.col("witness") == CONTRADICTED)
         if len(self.history) < 2 or events.filter(late).is_empty():
             return events
-        rows = []
         born = events.filter(late)
-        z_born = _own_z(cp, [targets[0] for targets in born["targets"].to_list()])
-        for i, row in enumerate(born.iter_rows(named=True)):
-            feature, z = row["targets"][0], z_born[:, i]
-            for gap, older in enumerate(reversed(self.history[:-1]), start=1):
-                here = self._presence(cp.sae, feature, z, older.acts)
-                if not here.present[0]:
-                    row |= {
+        rows = list(born.iter_rows(named=True))
+        features = [row["targets"][0] for row in rows]
+        z_born = _own_z(cp, features)
+        pending = list(range(len(rows)))
+        for gap, older in enumerate(reversed(self.history[:-1]), start=1):
+            if not pending:
+                break
+            # Every birth still undated, witnessed on this older checkpoint in one encode.
+            here = check(
+                cp.sae, [features[i] for i in pending], z_born[:, pending], older.acts, self.config
+            )
+            for k, i in enumerate(pending):
+                if not here.present[k]:
+                    rows[i] |= {
                         "prev_step": older.step,
                         "witness": WITNESSED,
-                        "presence": float(here.strength[0]),
-                        "presence_corr": float(here.corr[0]),
+                        "presence": float(here.strength[k]),
+                        "presence_corr": float(here.corr[k]),
                         "gap": gap,
                         "confidence": event_confidence(
-                            row["match_confidence"], WITNESSED, row["seeds"], self.config
+                            rows[i]["match_confidence"], WITNESSED, rows[i]["seeds"], self.config
                         ),
                     }
-                    break
-            rows.append(row)
+            pending = [i for k, i in enumerate(pending) if here.present[k]]
         dated = pl.DataFrame(rows, schema=events.schema)
         return pl.concat([events.filter(~late), dated])
 
-    def _presence(self, sae: SAE, feature: int, z: Tensor, acts: Tensor) -> Presence:
-        return check(sae, [feature], z[:, None], acts, self.config)
+    def _presence_of(self, lost: list[Lost], acts: Tensor) -> list[Presence]:
+        """Each lost feature's presence in `acts`, with one encode per checkpoint where
+        lost features were last seen (their SAE is that checkpoint's)."""
+        found: dict[int, Presence] = {}
+        for seen in {id(item.seen): item.seen for item in lost}.values():
+            group = [i for i, item in enumerate(lost) if item.seen is seen]
+            z = torch.stack([lost[i].z for i in group], 1)
+            here = check(seen.sae, [lost[i].feature for i in group], z, acts, self.config)
+            for k, i in enumerate(group):
+                one = slice(k, k + 1)
+                found[i] = Presence(here.corr[one], here.strength[one], here.present[one])
+        return [found[i] for i in range(len(lost))]
 
     # -- lost features ----------------------------------------------------------------------
 
@@ -266,10 +281,8 @@ class Chain:
         (another `missed` edge). Returns (death events, still lost, missed edges)."""
         cfg = self.config
         ended, still, edges = [], [], []
-        for lost in self.lost:
-            if lost.lineage in refound:
-                continue
-            here = self._presence(lost.seen.sae, lost.feature, lost.z, cp.acts)
+        waiting = [lost for lost in self.lost if lost.lineage not in refound]
+        for lost, here in zip(waiting, self._presence_of(waiting, cp.acts), strict=True):
             if not here.present[0]:
                 ended.append(self._death(lost, WITNESSED, lost.missed, here))
             elif lost.missed >= cfg.max_gap:

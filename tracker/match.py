@@ -415,8 +415,7 @@ class _Matcher:
 
     def _result(self, note: str) -> MatchResult:
         pi, ni = self.prev.ids, self.nxt.ids
-        linked = [e for e in self.edges if e.next is not None]
-        pairs = [(e.prev, e.next) for e in linked if e.next is not None]
+        pairs = [(e.prev, e.next) for e in self.edges if e.next is not None]
         corr: dict[tuple[int, int], float | None] = {}
         if self.prev.codes is not None and self.nxt.codes is not None:
             values = act_corr(self.prev.codes, self.nxt.codes, pairs)
