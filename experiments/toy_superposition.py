@@ -287,15 +287,19 @@ def validate(db: Path, cfg: ToyConfig) -> dict[str, Any]:
     )
     best = (
         align.filter(pl.col("cosine") >= cfg.min_align)
-        .sort("cosine", descending=True)
-        .unique(["step", "true_feature"], keep="first")
+        # Ties (a latent mixing two true features that point the same way aligns with both)
+        # are broken by index, not by the order rows come back from the store.
+        .sort(["cosine", "feature", "true_feature"], descending=[True, False, False])
+        .unique(["step", "true_feature"], keep="first", maintain_order=True)
         .join(fmap.select("step", "feature", "lineage"), on=["step", "feature"])
     )
     carried = {(r["step"], r["true_feature"]): r["lineage"] for r in best.iter_rows(named=True)}
     # lineage -> (true feature, checkpoint index) of its first alignment
     stands_for = {
         r["lineage"]: (r["true_feature"], index[r["step"]])
-        for r in best.sort("step").unique("lineage", keep="first").iter_rows(named=True)
+        for r in best.sort(["step", "cosine", "true_feature"], descending=[False, True, False])
+        .unique("lineage", keep="first", maintain_order=True)
+        .iter_rows(named=True)
     }
     lineage_start = {r["lineage"]: index[r["start"]] for r in spans.iter_rows(named=True)}
     lineage_end = {r["lineage"]: index[r["end"]] for r in spans.iter_rows(named=True)}
