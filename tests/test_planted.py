@@ -35,3 +35,31 @@ def test_scores_count_right_wrong_and_missed_events():
     assert scores["death"] == KindScore(tp=0, fp=0, fn=1)
     assert scores["split"] == KindScore(tp=0, fp=1, fn=0)
     assert scores["birth"].precision == 0.5 and scores["death"].recall == 0.0
+
+
+def test_gradual_events_span_their_ramp_and_unfinished_ones_count_neither_way():
+    cfg = PlantedConfig(
+        d=16, n_true=10, n=400, steps=(0, 1, 2, 3, 4), births=1, deaths=1, splits=0, merges=0,
+        ramp=3, seed=1,
+    )
+    run = planted_run(cfg)
+    complete = [e for e in run.events if e.complete]
+    spans = sorted((e.kind, e.step, e.until) for e in complete)
+    assert spans == [("birth", 1, 3), ("birth", 2, 4), ("death", 1, 3), ("death", 2, 4)]
+    unfinished = sorted((e.kind, e.step, e.until) for e in run.events if not e.complete)
+    assert unfinished == [("birth", 3, 4), ("birth", 4, 4), ("death", 3, 4), ("death", 4, 4)]
+    birth = next(e for e in complete if e.kind == "birth" and e.step == 1)
+    born = next(iter(birth.targets))
+    # It grows: its share of the activations rises over the ramp.
+    size = [float((run.acts[s] @ run.directions[s][born]).abs().mean()) for s in (1, 2, 3)]
+    assert size[0] < size[1] < size[2]
+    ids = {s: sorted(run.directions[s]) for s in cfg.steps}
+    decoders = {s: torch.stack([run.directions[s][i] for i in ids[s]]) for s in cfg.steps}
+    late = next(e for e in run.events if not e.complete and e.kind == "birth" and e.step == 4)
+    reported = [
+        (1, 2, "birth", [], [ids[2].index(born)]),  # inside the ramp: right
+        (3, 4, "birth", [], [ids[4].index(next(iter(late.targets)))]),  # unfinished: neither
+    ]
+    scores = score_events(run, reported, decoders)
+    assert scores["birth"] == KindScore(tp=1, fp=0, fn=1)  # the birth at 2 was missed
+    assert scores["death"] == KindScore(tp=0, fp=0, fn=2)

@@ -30,6 +30,9 @@ class TrueEvent:
     """For a gradual birth (death): the step where the feature reaches full size (is gone).
     The event may then be reported at any transition from one checkpoint before `step` to one
     after `until`: where a feature that forms slowly is "born" is a matter of threshold."""
+    complete: bool = True
+    """False for a gradual event still under way at the last checkpoint (`until` is then the
+    last step): reporting it is neither right nor wrong, and missing it is no miss."""
 
 
 @dataclass
@@ -196,6 +199,11 @@ def planted_run(cfg: PlantedConfig | None = None) -> PlantedRun:
         }
         run.acts[step] = planter.activations()
         run.events.extend(planter.advance_ramps(step))
+    last = cfg.steps[-1]
+    run.events.extend(
+        TrueEvent(e.prev_step, e.step, e.kind, e.sources, e.targets, until=last, complete=False)
+        for e in planter.ramping.values()
+    )
     return run
 
 
@@ -241,7 +249,8 @@ def score_events(
     """Precision and recall per event kind. A reported event (prev_step, step, kind, source
     features, target features) is right when its features map to the true features of a true
     event of the same kind at the same transition, or, for a gradual one, at a step from one
-    checkpoint before its ramp to one after; each true event is found at most once."""
+    checkpoint before its ramp to one after; each true event is found at most once. An event
+    still under way at the last checkpoint counts neither way."""
     maps = {s: true_feature_of(W, run.directions[s], min_cos) for s, W in decoders.items()}
     index = {step: i for i, step in enumerate(sorted(run.acts))}
 
@@ -273,7 +282,7 @@ def score_events(
             found.add(match)
     scores = {}
     for kind in KINDS:
-        tp = sum(1 for e in found if e.kind == kind)
-        fn = sum(1 for e in run.events if e.kind == kind) - tp
+        tp = sum(1 for e in found if e.kind == kind and e.complete)
+        fn = sum(1 for e in run.events if e.kind == kind and e.complete) - tp
         scores[kind] = KindScore(tp, fp[kind], fn)
     return scores
