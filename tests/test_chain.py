@@ -3,11 +3,13 @@ activations, and what each link hands the store."""
 
 import polars as pl
 import pytest
+import torch
 from test_witness import acts, sae_of
 
 from tracker.chain import Chain
 from tracker.checkpoint import Checkpoint
 from tracker.config import MatchConfig
+from tracker.reader import with_evidence
 
 ALL = list(range(8))
 WITHOUT_6 = [0, 1, 2, 3, 4, 5, 7]
@@ -98,3 +100,99 @@ def test_a_birth_an_sae_found_late_is_dated_back_to_where_the_activations_lack_i
     )
     assert birth["witness"] == "absent" and birth["confidence"] == 1.0
     assert birth["presence"] == pytest.approx(0.0)
+
+
+def stable_but(sae_size, missing=()):
+    mask = torch.ones(sae_size, dtype=torch.bool)
+    mask[list(missing)] = False
+    return mask
+
+
+def chain_with_seeds(dictionaries, activations, stable, config=None):
+    chain = Chain(config or MatchConfig())
+    return [
+        chain.add(Checkpoint(step, sae_of(dirs), x, stable=mask))
+        for step, dirs, x, mask in zip(STEPS, dictionaries, activations, stable, strict=False)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seed_finds_it_at_20", "confirm", "confirmed"),
+    [(True, True, True), (False, True, False), (True, False, False)],
+)
+def test_a_birth_no_second_seed_found_is_confirmed_when_one_finds_its_lineage_next(
+    seed_finds_it_at_20, confirm, confirmed
+):
+    before, after = everything(range(6)), everything(range(7))
+    six, seven = [0, 1, 2, 3, 4, 5], list(range(7))
+    later = stable_but(7) if seed_finds_it_at_20 else stable_but(7, [6])
+    links = chain_with_seeds(
+        [six, seven, seven],
+        [before, after, after],
+        [stable_but(6), stable_but(7, [6]), later],
+        MatchConfig(confirm=confirm),
+    )
+    birth = links[1].events.row(0, named=True)
+    assert (birth["kind"], birth["targets"], birth["seeds"], birth["witness"]) == (
+        "birth",
+        [6],
+        1,
+        "absent",
+    )
+    if confirmed:
+        assert birth["confidence"] == 1.0 and birth["confirmed"] == 20
+        assert links[2].revised is not None and links[2].revised.equals(links[1].events)
+    else:
+        assert birth["confidence"] <= 0.25 and birth["confirmed"] is None
+        assert links[2].revised is None
+
+
+@pytest.mark.parametrize(("found_at", "confirmed"), [((0, 10), 10), ((0,), None), ((), None)])
+def test_a_death_no_second_seed_found_is_confirmed_when_one_found_its_lineage_just_before(
+    found_at, confirmed
+):
+    # Direction 6 is last seen at 20 (its second seed missed it there) and gone at 30.
+    x, gone = everything(), everything(g for g in range(8) if g != 6)
+    masks = [stable_but(8) if s in found_at else stable_but(8, [6]) for s in (0, 10)]
+    links = chain_with_seeds(
+        [ALL, ALL, ALL, WITHOUT_6],
+        [x, x, x, gone],
+        [*masks, stable_but(8, [6]), stable_but(7)],
+    )
+    death = links[3].events.row(0, named=True)
+    assert (death["kind"], death["prev_step"], death["sources"], death["seeds"]) == (
+        "death",
+        20,
+        [6],
+        1,
+    )
+    assert death["witness"] == "absent" and death["confirmed"] == confirmed
+    # Found by a second seed only long before (at 0), a fading feature is no proof.
+    assert death["confidence"] == (1.0 if confirmed else pytest.approx(0.25))
+
+
+def test_a_resumed_chain_still_confirms_the_last_stored_births():
+    before, after = everything(range(6)), everything(range(7))
+    six, seven = [0, 1, 2, 3, 4, 5], list(range(7))
+    first = Chain()
+    first.add(Checkpoint(0, sae_of(six), before, stable=stable_but(6)))
+    at_10 = Checkpoint(10, sae_of(seven), after, stable=stable_but(7, [6]))
+    link = first.add(at_10)
+    resumed = Chain()
+    resumed.resume(at_10, link.ids, first.ids.next_id, first.stable_at, link.events, 0)
+    revised = resumed.add(Checkpoint(20, sae_of(seven), after, stable=stable_but(7))).revised
+    assert revised is not None
+    assert revised.select("kind", "confidence", "confirmed").rows() == [("birth", 1.0, 20)]
+
+
+def test_the_evidence_of_a_confirmed_birth_says_where_a_second_seed_found_it():
+    before, after = everything(range(6)), everything(range(7))
+    six, seven = [0, 1, 2, 3, 4, 5], list(range(7))
+    links = chain_with_seeds(
+        [six, seven, seven],
+        [before, after, after],
+        [stable_but(6), stable_but(7, [6]), stable_but(7)],
+    )
+    shown = with_evidence(links[1].events.with_columns(pl.lit(10, pl.Int64).alias("step")))
+    assert shown["evidence"][0].startswith("activations agree: absent at step 0 (strength 0.0")
+    assert shown["evidence"][0].endswith("found by 1 of 2 seeds, its lineage by 2 at step 20")

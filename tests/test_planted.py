@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import torch
 
 from tracker.planted import KindScore, PlantedConfig, planted_run, score_events
@@ -39,9 +41,9 @@ def test_scores_count_right_wrong_and_missed_events():
 
 def test_gradual_events_span_their_ramp_and_unfinished_ones_count_neither_way():
     cfg = PlantedConfig(
-        d=16, n_true=10, n=400, steps=(0, 1, 2, 3, 4), births=1, deaths=1, splits=0, merges=0,
-        ramp=3, seed=1,
+        d=16, n_true=10, n=400, steps=(0, 1, 2, 3, 4), births=1, deaths=1, merges=0, splits=0
     )
+    cfg = replace(cfg, ramp=3, seed=1)
     run = planted_run(cfg)
     complete = [e for e in run.events if e.complete]
     spans = sorted((e.kind, e.step, e.until) for e in complete)

@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from tracker.match import EVENT_SCHEMA
 from tracker.reader import open_db
 from tracker.store import Writer
 
@@ -39,6 +40,23 @@ def test_rewriting_a_checkpoint_replaces_it(tmp_path):
         writer.write_checkpoint("r", "L", 5, {"runs": feature_rows(1)})
 
 
+def event_rows(confidence):
+    schema = {**EVENT_SCHEMA, "prev_step": pl.Int64}
+    row = {"prev_step": 0, "kind": "birth", "sources": [], "targets": [4], "seeds": 1}
+    return pl.DataFrame([row | {"confidence": confidence}], schema=schema)
+
+
+def test_a_checkpoint_can_revise_the_events_of_an_earlier_one_in_its_transaction(tmp_path):
+    writer = Writer(tmp_path / "l.duckdb")
+    writer.write_checkpoint("r", "L", 5, {"events": event_rows(0.25)})
+    revised = event_rows(1.0).with_columns(pl.lit(9, pl.Int64).alias("confirmed"))
+    writer.write_checkpoint("r", "L", 9, {"features": feature_rows(2)}, revise=(5, revised))
+    events = open_db(tmp_path / "l.duckdb").sql("SELECT step, confidence, confirmed FROM events")
+    assert events.rows() == [(5, 1.0, 9)], "replaced, not added to"
+    with pytest.raises(ValueError, match="can only revise an earlier step's events, not 9"):
+        writer.write_checkpoint("r", "L", 9, {}, revise=(9, revised))
+
+
 def test_user_values_are_parameters_not_sql(tmp_path):
     writer = Writer(tmp_path / "l.duckdb")
     writer.write_checkpoint("r", "L", 1, {"features": feature_rows(2)})
@@ -60,7 +78,7 @@ def test_missing_foreign_and_other_version_files(tmp_path):
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(ValueError, match="schema version 0; this tracker reads version 2"):
+    with pytest.raises(ValueError, match="schema version 0; this tracker reads version 3"):
         open_db(tmp_path / "old.duckdb")
 
 

@@ -113,6 +113,9 @@ class Link:
     """EVENT_SCHEMA plus prev_step: the pairwise events, less births that continue a lost
     lineage, plus deaths of lost features."""
     parents: list[dict[str, object]] = field(default_factory=list)
+    revised: pl.DataFrame | None = None
+    """The previous link's events again, when adding this checkpoint confirmed some of its
+    births (`MatchConfig.confirm`); that link's `events` are replaced by them."""
 
 
 class Chain:
@@ -127,22 +130,43 @@ class Chain:
         self.history: list[Checkpoint] = []
         """The last max_gap + 1 checkpoints, newest (`prev`) last: a birth the activations
         contradict at `prev` is dated back through the ones before it."""
+        self.stable_at: dict[int, int] = {}
+        """lineage -> the last step where another seed also found its feature."""
+        self.before: dict[int, int] = {}
+        """step -> the step of the checkpoint added before it."""
+        self.last: Link | None = None
 
-    def resume(self, prev: Checkpoint, ids: dict[int, int], next_id: int) -> None:
-        """Continue after a stored checkpoint (lost features are not stored: they end)."""
+    def resume(
+        self,
+        prev: Checkpoint,
+        ids: dict[int, int],
+        next_id: int,
+        stable_at: dict[int, int] | None = None,
+        events: pl.DataFrame | None = None,
+        prev_step: int | None = None,
+    ) -> None:
+        """Continue after a stored checkpoint: its lineage ids, `stable_at` (see the
+        attribute), its events (births there may yet be confirmed) and the step before it.
+        Lost features are not stored: they end."""
         self.prev, self.prev_ids, self.ids.next_id, self.lost = prev, ids, next_id, []
-        self.history = []
+        self.history, self.stable_at = [], dict(stable_at or {})
+        self.before = {} if prev_step is None else {prev.step: prev_step}
+        self.last = None if events is None else Link(prev.step, ids, events=events)
 
     def add(self, cp: Checkpoint) -> Link:
         prev = self.prev
         if prev is not None and cp.step <= prev.step:
             raise ValueError(f"checkpoints must come in step order: {cp.step} after {prev.step}")
         self.prev = cp
+        if prev is not None:
+            self.before[cp.step] = prev.step
         if prev is not None and self.config.max_gap > 0:
             self.history = [*self.history, prev][-(self.config.max_gap + 1) :]
         if prev is None:
             self.prev_ids = self.ids.start(cp.sae)
-            return Link(cp.step, self.prev_ids)
+            self._note_stable(cp, self.prev_ids)
+            self.last = Link(cp.step, self.prev_ids)
+            return self.last
         cfg = self.config
         result = match(
             prev.sae,
@@ -171,15 +195,76 @@ class Chain:
             edges, new_lost = edges.filter(pl.col("kind") != "missed"), []
         carried = {target: lost.lineage for target, lost in found.items()}
         ids, parents = self.ids.advance(self.prev_ids, result, cp.sae, cp.step, carried, events)
+        events = self._confirm_deaths(events, self.prev_ids)
+        self._note_stable(cp, ids)
+        revised = self._confirm_births(cp)
         self.prev_ids, self.lost = ids, still_lost + new_lost
-        return Link(
+        self.last = Link(
             cp.step,
             ids,
             result,
             pl.concat([edges, *gap_edges, *lost_edges], how="diagonal_relaxed"),
             pl.concat([events, *ended], how="diagonal_relaxed"),
             parents,
+            revised,
         )
+        return self.last
+
+    # -- track confirmation (MatchConfig.confirm) -------------------------------------------
+
+    def _note_stable(self, cp: Checkpoint, ids: dict[int, int]) -> None:
+        if cp.stable is not None:
+            for feature, lineage in ids.items():
+                if bool(cp.stable[feature]):
+                    self.stable_at[lineage] = cp.step
+
+    def _stable_just_before(self, lineage: int, step: int) -> int | None:
+        """The checkpoint before `step` when another seed found `lineage` there, else None
+        (the mirror of a birth's confirmation: one checkpoint, not any time before)."""
+        at = self.stable_at.get(lineage)
+        return at if at is not None and at == self.before.get(step) else None
+
+    def _confirmable(self, row: dict[str, object]) -> bool:
+        """A witnessed event the noise floor alone caps."""
+        return (
+            self.config.confirm
+            and row["seeds"] == 1
+            and row["witness"] == WITNESSED
+            and row["confirmed"] is None
+            and event_confidence(row["match_confidence"], WITNESSED, 2, self.config)  # type: ignore[arg-type]
+            > float(row["confidence"])  # type: ignore[arg-type]
+        )
+
+    def _confirmed(self, row: dict[str, object], at: int) -> dict[str, object]:
+        conf = event_confidence(row["match_confidence"], WITNESSED, 2, self.config)  # type: ignore[arg-type]
+        return row | {"confidence": conf, "confirmed": at}
+
+    def _confirm_deaths(self, events: pl.DataFrame, before: dict[int, int]) -> pl.DataFrame:
+        """Deaths of features whose lineage another seed found at the checkpoint before."""
+        rows = list(events.iter_rows(named=True))
+        for i, row in enumerate(rows):
+            if row["kind"] == "death" and self._confirmable(row):
+                at = self._stable_just_before(before[row["sources"][0]], int(row["prev_step"]))
+                if at is not None:
+                    rows[i] = self._confirmed(row, at)
+        return pl.DataFrame(rows, schema=events.schema)
+
+    def _confirm_births(self, cp: Checkpoint) -> pl.DataFrame | None:
+        """The previous link's events with its births confirmed where another seed finds
+        the born lineage at `cp`; None when none is."""
+        last = self.last
+        if last is None or last.events.is_empty():
+            return None
+        rows = list(last.events.iter_rows(named=True))
+        changed = False
+        for i, row in enumerate(rows):
+            born = last.ids.get(row["targets"][0]) if row["kind"] == "birth" else None
+            if born is not None and self._confirmable(row) and self.stable_at.get(born) == cp.step:
+                rows[i], changed = self._confirmed(row, cp.step), True
+        if not changed:
+            return None
+        last.events = pl.DataFrame(rows, schema=last.events.schema)
+        return last.events
 
     # -- births an SAE found late ----------------------------------------------------------
 
@@ -312,25 +397,25 @@ class Chain:
         """The death event of a lost feature, `gap` checkpoints after it was last seen."""
         stable = lost.seen.stable
         seeds = None if stable is None else 1 + int(bool(stable[lost.feature]))
-        return pl.DataFrame(
-            [
-                {
-                    "prev_step": lost.seen.step,
-                    "kind": "death",
-                    "sources": [lost.feature],
-                    "targets": [],
-                    "confidence": event_confidence(1.0, witness, seeds, self.config),
-                    "match_confidence": 1.0,
-                    "score": 0.0,
-                    "witness": witness,
-                    "presence": None if here is None else float(here.strength[0]),
-                    "presence_corr": None if here is None else float(here.corr[0]),
-                    "gap": gap,
-                    "seeds": seeds,
-                }
-            ],
-            schema={**EVENT_SCHEMA, "prev_step": pl.Int64},
-        )
+        row: dict[str, object] = {
+            "prev_step": lost.seen.step,
+            "kind": "death",
+            "sources": [lost.feature],
+            "targets": [],
+            "confidence": event_confidence(1.0, witness, seeds, self.config),
+            "match_confidence": 1.0,
+            "score": 0.0,
+            "witness": witness,
+            "presence": None if here is None else float(here.strength[0]),
+            "presence_corr": None if here is None else float(here.corr[0]),
+            "gap": gap,
+            "seeds": seeds,
+            "confirmed": None,
+        }
+        at = self._stable_just_before(lost.lineage, lost.seen.step)
+        if at is not None and self._confirmable(row):
+            row = self._confirmed(row, at)
+        return pl.DataFrame([row], schema={**EVENT_SCHEMA, "prev_step": pl.Int64})
 
 
 def _unit(W: Tensor) -> Tensor:

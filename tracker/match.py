@@ -56,6 +56,7 @@ EVENT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "presence_corr": pl.Float64,
     "gap": pl.Int64,
     "seeds": pl.Int64,
+    "confirmed": pl.Int64,
 }
 
 
@@ -96,8 +97,10 @@ class MatchResult(NamedTuple):
     ("absent": the activations agree, "present": they contradict, null without
     activations), presence and presence_corr (the witness's strength and correlation: of a
     born feature in the earlier activations, of a dying one in the later, of the least
-    present split child / merge parent), gap (checkpoints skipped, see `lineage.Chain`) and
-    seeds (how many of the fitted seeds find every feature of the event)."""
+    present split child / merge parent), gap (checkpoints skipped, see `lineage.Chain`),
+    seeds (how many of the fitted seeds find every feature of the event) and confirmed
+    (set by `chain.Chain`: the step where another seed found the lineage of a feature this
+    checkpoint's second seed did not)."""
     tau: float
     """The continuation threshold used: max(tau_match, chance quantile)."""
     chance: Chance
@@ -453,6 +456,7 @@ class _Matcher:
                 "presence_corr": [e.presence_corr for e in self.events],
                 "gap": [0] * len(self.events),
                 "seeds": [e.seeds for e in self.events],
+                "confirmed": [None] * len(self.events),
             },
             schema=EVENT_SCHEMA,
         )

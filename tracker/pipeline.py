@@ -23,6 +23,7 @@ from tracker.chain import PARENT_SCHEMA, Chain, Link
 from tracker.checkpoint import Checkpoint, fit_checkpoint
 from tracker.checks import as_activations
 from tracker.config import MatchConfig, SAEConfig
+from tracker.match import EVENT_SCHEMA
 from tracker.reader import Reader
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
@@ -72,7 +73,24 @@ class Analyzer:
             "run = ? AND layer = ?)",
             [self.run, self.layer] * 2,
         )["m"][0]
-        self.chain.resume(prev, ids, int(top) + 1 if top is not None else 0)
+        stable_at = reader.sql(
+            "SELECT lineage, max(step) AS step FROM features WHERE run = ? AND layer = ? "
+            "AND stable AND step <= ? GROUP BY lineage",
+            [self.run, self.layer, last],
+        )
+        events = reader.sql(
+            "SELECT * FROM events WHERE run = ? AND layer = ? AND step = ?",
+            [self.run, self.layer, last],
+        )
+        schema = {**EVENT_SCHEMA, "prev_step": pl.Int64}
+        self.chain.resume(
+            prev,
+            ids,
+            int(top) + 1 if top is not None else 0,
+            dict(zip(stable_at["lineage"].to_list(), stable_at["step"].to_list(), strict=True)),
+            events.select([pl.col(c).cast(t) for c, t in schema.items()]),
+            stored.filter(pl.col("step") == last)["prev_step"][0],
+        )
 
     def add(self, step: int, acts: object) -> None:
         """Fit checkpoint `step`, chain it to the previous ones, write it in one transaction."""
@@ -83,8 +101,9 @@ class Analyzer:
         cp = fit_checkpoint(step, acts, self.sae_config, self.match_config, previous)
         link = self.chain.add(cp)
         prev_step = prev.step if prev is not None else None
+        revise = None if link.revised is None or prev is None else (prev.step, link.revised)
         self.writer.write_checkpoint(
-            self.run, self.layer, step, checkpoint_tables(cp, link, prev_step)
+            self.run, self.layer, step, checkpoint_tables(cp, link, prev_step), revise
         )
 
 

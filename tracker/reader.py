@@ -191,7 +191,8 @@ class Reader:
 def with_evidence(events: pl.DataFrame) -> pl.DataFrame:
     """`events` with an `evidence` column saying in words what witnessed each one: where
     the activations were checked (before a birth or split, after a death or merge), the
-    feature's strength and pattern correlation there, the seeds and the gap."""
+    feature's strength and pattern correlation there, the seeds (and where the lineage was
+    confirmed) and the gap."""
     if events.is_empty() or "witness" not in events.columns:
         return events.with_columns(pl.lit(None, pl.Utf8).alias("evidence"))
     checked_at = (
@@ -217,6 +218,11 @@ def with_evidence(events: pl.DataFrame) -> pl.DataFrame:
             pl.concat_str(
                 pl.lit("; found by "), pl.col("seeds").cast(pl.Utf8), pl.lit(" of 2 seeds")
             )
+        )
+        .otherwise(pl.lit("")),
+        pl.when(pl.col("confirmed").is_not_null())
+        .then(
+            pl.concat_str(pl.lit(", its lineage by 2 at step "), pl.col("confirmed").cast(pl.Utf8))
         )
         .otherwise(pl.lit("")),
         pl.when(pl.col("gap") > 0)

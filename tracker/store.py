@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_RETRY_SECONDS = 10.0
 
 SCHEMA = """
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS edges (run VARCHAR, layer VARCHAR, prev_step BIGINT, 
 CREATE TABLE IF NOT EXISTS events (run VARCHAR, layer VARCHAR, prev_step BIGINT, step BIGINT,
     kind VARCHAR, sources INTEGER[], targets INTEGER[], confidence DOUBLE,
     match_confidence DOUBLE, score DOUBLE,
-    witness VARCHAR, presence DOUBLE, presence_corr DOUBLE, gap INTEGER, seeds INTEGER);
+    witness VARCHAR, presence DOUBLE, presence_corr DOUBLE, gap INTEGER, seeds INTEGER,
+    confirmed BIGINT);
 CREATE TABLE IF NOT EXISTS lineages (run VARCHAR, layer VARCHAR, lineage BIGINT,
     parent BIGINT, kind VARCHAR, step BIGINT);
 CREATE TABLE IF NOT EXISTS examples (run VARCHAR, layer VARCHAR, step BIGINT,
@@ -169,24 +170,40 @@ class Writer:
             _insert(con, "metrics", frame)
 
     def write_checkpoint(
-        self, run: str, layer: str, step: int, tables: dict[str, pl.DataFrame]
+        self,
+        run: str,
+        layer: str,
+        step: int,
+        tables: dict[str, pl.DataFrame],
+        revise: tuple[int, pl.DataFrame] | None = None,
     ) -> None:
         """Replace checkpoint (run, layer, step) with `tables` {name: rows} in one
         transaction. Frames hold their table's columns but run and layer (and step, unless
-        the table has its own step per row)."""
+        the table has its own step per row). `revise` (earlier step, its events) replaces
+        the events of an earlier checkpoint in the same transaction (a later checkpoint
+        confirmed some of them)."""
         unknown = set(tables) - set(CHECKPOINT_TABLES)
         if unknown:
             raise ValueError(f"not checkpoint tables: {sorted(unknown)}")
+        if revise is not None and revise[0] >= step:
+            raise ValueError(f"can only revise an earlier step's events, not {revise[0]}")
         with connect(self.path, read_only=False) as con, _transaction(con):
             for table in CHECKPOINT_TABLES:
                 con.execute(
                     f"DELETE FROM {table} WHERE run = ? AND layer = ? AND step = ?",
                     [run, layer, step],
                 )
-            for table, frame in tables.items():
+            writes = [(table, frame, step) for table, frame in tables.items()]
+            if revise is not None:
+                con.execute(
+                    "DELETE FROM events WHERE run = ? AND layer = ? AND step = ?",
+                    [run, layer, revise[0]],
+                )
+                writes.append(("events", revise[1], revise[0]))
+            for table, frame, at in writes:
                 full = frame.with_columns(pl.lit(run).alias("run"), pl.lit(layer).alias("layer"))
                 if "step" not in full.columns:
-                    full = full.with_columns(pl.lit(step, dtype=pl.Int64).alias("step"))
+                    full = full.with_columns(pl.lit(at, dtype=pl.Int64).alias("step"))
                 _insert(con, table, full)
 
     def write_probe(self, run: str, rows: pl.DataFrame) -> None:

@@ -11,12 +11,14 @@ over 3 checkpoints, directions rotate three times faster, and one split and one 
 transition; a birth or death counts when reported from one checkpoint before its ramp to one
 after.
 
-    python experiments/bench/planted_events.py [--seeds 3]
+    python experiments/bench/planted_events.py [--seeds 3] [--only steps|gradual]
+        [--set confirm=false ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
 
@@ -83,12 +85,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", choices=("steps", "gradual"), default=None)
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="MatchConfig overrides"
+    )
     args = parser.parse_args()
+    config = MatchConfig(**{k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     if args.only != "gradual":
         for init in ("random", "previous"):
-            evaluate("planted", init, args.seeds, MatchConfig())
+            evaluate("planted", init, args.seeds, config)
     if args.only != "steps":
-        evaluate("gradual", "random", args.seeds, MatchConfig(), gradual=True)
+        evaluate("gradual", "random", args.seeds, config, gradual=True)
 
 
 if __name__ == "__main__":
