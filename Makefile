@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check tracker tests experiments
-	$(BIN)/ruff format --check tracker tests experiments
+	$(BIN)/ruff check tracker tests experiments app
+	$(BIN)/ruff format --check tracker tests experiments app
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
