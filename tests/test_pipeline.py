@@ -11,6 +11,7 @@ from tracker import FeatureTracker, MatchConfig, SAEConfig
 from tracker.cli import main
 from tracker.planted import score_events
 from tracker.reader import open_db
+from tracker.store import Writer
 
 SMALL_SAE = SAEConfig(d_sae=16, k=2, steps=60, batch_size=64)
 
@@ -130,10 +131,13 @@ def test_inline_background_and_defer_write_the_same_tables(tmp_path, capsys):
         assert inline[table].equals(fitted[table]), f"{table}: inline != defer + tracker fit"
 
     out = tmp_path / "parquet"
+    extra = pl.DataFrame({"step": [0, 3], "label": ["a", "b"]})
+    Writer(deferred / "lineage.duckdb").write_table("my_truth", "defer", extra)
     assert main(["export", str(deferred / "lineage.duckdb"), "--parquet", str(out)]) == 0
     features = pl.read_parquet(out / "features.parquet")
     assert len(features) == len(fitted["features"])
     assert {p.stem for p in out.glob("*.parquet")} >= {"runs", "events", "edges", "examples"}
+    assert pl.read_parquet(out / "my_truth.parquet").drop("run").equals(extra), "a replay's table"
 
 
 def test_a_failed_background_fit_is_recorded_and_training_goes_on(tmp_path, caplog):
