@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -115,6 +116,20 @@ def test_compare_page_orders_cosines_and_shows_chance(db, monkeypatch):
     assert [s.value for s in at.main.selectbox] == [10, 20]
     assert "beat the 99th percentile" in at.caption[0].value
     assert len(at.get("image")) == 1 and len(at.get("vega_lite_chart")) == 1
+
+
+def test_the_reader_orders_a_comparison_by_the_assignment(db):
+    reader = open_db(db)
+    found = reader.compare("planted", "mlp", 10, 20)
+    live = {s: len(reader.features("planted", "mlp", s)) for s in (10, 20)}
+    assert found.cos.shape == (live[10], live[20])
+    assert sorted(found.a_features) == sorted(reader.features("planted", "mlp", 10)["feature"])
+    n = min(found.cos.shape)
+    diagonal = np.diag(found.cos[:n, :n])
+    assert (np.diff(diagonal) <= 1e-12).all(), "best matches first, on the diagonal"
+    assert diagonal.sum() >= np.trace(found.cos[:n, np.random.default_rng(0).permutation(n)])
+    assert np.allclose(np.sort(found.best), np.sort(found.cos.max(axis=1)))
+    assert 0 < found.chance.mean < found.chance.quantile < 1
 
 
 def test_without_a_database_the_app_says_how_to_start(monkeypatch):

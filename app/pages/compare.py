@@ -5,9 +5,6 @@ import numpy as np
 import polars as pl
 import streamlit as st
 from common import read, select_run, steps
-from scipy.optimize import linear_sum_assignment
-
-from tracker.calibration import chance_cosine
 
 MAX_FEATURES = 512
 BLUE, WHITE, RED = np.array([33, 102, 172]), np.array([247, 247, 247]), np.array([178, 24, 43])
@@ -31,30 +28,19 @@ if selection:
         a = cols[0].selectbox("Checkpoint A", all_steps, index=len(all_steps) - 2)
         b = cols[1].selectbox("Checkpoint B", all_steps, index=len(all_steps) - 1)
 
-        def live_decoder(step: int) -> np.ndarray:
-            features = read(db, "features", run, layer, step).sort("frequency", descending=True)
-            rows = features["feature"].head(MAX_FEATURES).to_list()
-            W = read(db, "decoder", run, layer, step).numpy()[rows]
-            return W / np.linalg.norm(W, axis=1, keepdims=True)
-
-        A, B = live_decoder(a), live_decoder(b)
-        cos = A @ B.T
-        rows, cols_ = linear_sum_assignment(cos, maximize=True)
-        order = np.argsort(-cos[rows, cols_])
-        rows, cols_ = rows[order], cols_[order]
-        row_order = np.concatenate([rows, np.setdiff1d(np.arange(len(A)), rows)])
-        col_order = np.concatenate([cols_, np.setdiff1d(np.arange(len(B)), cols_)])
+        found = read(db, "compare", run, layer, a, b, MAX_FEATURES)
+        cos, chance = found.cos, found.chance
         st.image(
-            diverging(cos[row_order][:, col_order]),
+            diverging(cos),
             caption=(
-                f"Decoder cosines, A = step {a} (rows, {len(A)} live features) x B = step {b} "
-                "(columns), ordered by the one-to-one assignment: matches on the diagonal."
+                f"Decoder cosines, A = step {a} (rows, {cos.shape[0]} live features) x B = step "
+                f"{b} (columns, {cos.shape[1]}), ordered by the one-to-one assignment: matches "
+                "on the diagonal."
             ),
-            width=min(720, 6 * max(len(A), len(B)) + 100),
+            width=min(720, 6 * max(cos.shape) + 100),
         )
 
-        best = cos.max(axis=1)
-        chance = chance_cosine(A.shape[1], len(B))
+        best = found.best
         hist = (
             alt.Chart(pl.DataFrame({"best_cosine": best}).to_pandas())
             .mark_bar()
