@@ -1,5 +1,8 @@
 """The pipeline: analyze into the store, the CLI, and the callback's three fit modes."""
 
+import threading
+
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -9,8 +12,10 @@ from tiny import TinyNet, dataset, loader, one_of_each, trainer
 
 from tracker import FeatureTracker, MatchConfig, SAEConfig
 from tracker.cli import main
+from tracker.fitter import SnapshotFitter
 from tracker.planted import score_events
 from tracker.reader import open_db
+from tracker.snapshots import RunDir
 from tracker.store import Writer
 
 SMALL_SAE = SAEConfig(d_sae=16, k=2, steps=60, batch_size=64)
@@ -148,6 +153,48 @@ def test_a_failed_background_fit_is_recorded_and_training_goes_on(tmp_path, capl
     assert failures["step"].to_list() == [0, 4, 8, 12]
     assert failures["error"][0].startswith("ValueError: SAEConfig.k must be smaller than d_sae=8")
     assert len(list((run_dir / "activations" / "body.0").glob("*.safetensors"))) == 4
+    assert "(steps 0, 4, 8, 12;" in caplog.text and f"`tracker fit {run_dir}`" in caplog.text
+
+
+def test_a_failure_that_cannot_be_recorded_neither_stops_nor_hangs_training(
+    tmp_path, caplog, monkeypatch
+):
+    def locked(*args):
+        raise duckdb.IOException("Could not set lock on file: Conflicting lock is held")
+
+    monkeypatch.setattr(Writer, "write_failure", locked)
+    run_dir = _train(tmp_path, "background", sae=SAEConfig(expansion=1, k=32))
+    assert "could not write to" in caplog.text and "Conflicting lock" in caplog.text
+    assert "4 checkpoint(s) of run background are not in its lineage (steps 0, 4, 8, 12;" in (
+        caplog.text
+    )
+    assert (run_dir / "lineage.duckdb").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_closing_never_waits_on_a_dead_worker(tmp_path, caplog, monkeypatch):
+    run_dir = _train(tmp_path, "defer")  # snapshots on disk, nothing fitted
+    fitter = SnapshotFitter(
+        RunDir(run_dir),
+        "defer",
+        ["body.0"],
+        SMALL_SAE,
+        MatchConfig(),
+        background=True,
+        queue_size=1,
+    )
+
+    def die(step):
+        raise SystemExit  # ends the worker thread, as no Exception handler catches it
+
+    monkeypatch.setattr(fitter, "_process", die)
+    for step in (0, 4, 8, 12):  # the queue holds one: the rest wait in memory
+        fitter.submit(step)
+    closing = threading.Thread(target=fitter.close, daemon=True)
+    closing.start()
+    closing.join(timeout=60)
+    assert not closing.is_alive(), "close() blocked on a dead worker"
+    assert "(steps 0, 4, 8, 12;" in caplog.text
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from functools import partial
 
 from tracker.config import MatchConfig, SAEConfig
 from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot
+from tracker.reader import Reader
 from tracker.snapshots import RunDir
 from tracker.store import Writer
 
@@ -45,6 +47,7 @@ class SnapshotFitter:
         )
         self.analyzers = {layer: Analyzer(self.writer, run, layer, sae, match) for layer in layers}
         self.failures = 0
+        self.submitted: list[int] = []
         self._resumed = False
         self._queue: queue.Queue[int] | None = None
         self._waiting: list[int] = []
@@ -55,6 +58,7 @@ class SnapshotFitter:
             self._worker.start()
 
     def submit(self, step: int) -> None:
+        self.submitted.append(step)
         if self._queue is None:
             self._process(step)
             return
@@ -69,20 +73,73 @@ class SnapshotFitter:
         self._waiting.append(step)
 
     def close(self) -> None:
-        """Finish every submitted step (training is over, so waiting is fine)."""
+        """Finish every submitted step (training is over, so waiting is fine), then warn
+        about any checkpoint left unfitted, with the command that completes the lineage."""
         if self._queue is not None and self._worker is not None:
-            for step in self._waiting:
-                self._queue.put(step)
+            for step in [*self._waiting, _STOP]:
+                self._put(step)
             self._waiting = []
-            self._queue.put(_STOP)
             self._worker.join()
             self._queue = None
-        self.writer.write_metrics(self.run, metrics_frame(self.run_dir))
+        self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
+        missing = self.missing()
+        if missing:
+            log.warning(
+                "tracker: %d checkpoint(s) of run %s are not in its lineage (steps %s; see the "
+                "log above and the failures table); their snapshots are on disk: complete the "
+                "lineage with `tracker fit %s`",
+                len(missing),
+                self.run,
+                ", ".join(map(str, missing)),
+                self.run_dir.path,
+            )
+
+    def missing(self) -> list[int]:
+        """Submitted steps of which some layer's checkpoint is not in the store."""
+        try:
+            stored = Reader(self.writer.path).sql(
+                "SELECT layer, step FROM checkpoints WHERE run = ?", [self.run]
+            )
+        except Exception:
+            log.exception("tracker: could not read %s", self.writer.path)
+            return sorted(set(self.submitted))
+        have = set(stored.iter_rows())
+        return sorted(
+            {
+                step
+                for step in self.submitted
+                for layer in self.analyzers
+                if (layer, step) not in have
+            }
+        )
+
+    def _put(self, step: int) -> bool:
+        """Queue a step for the worker; False when the worker is gone (so never blocks on a
+        dead one)."""
+        assert self._queue is not None and self._worker is not None
+        while self._worker.is_alive():
+            try:
+                self._queue.put(step, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _work(self) -> None:
         assert self._queue is not None
         while (step := self._queue.get()) != _STOP:
-            self._process(step)
+            try:
+                self._process(step)
+            except Exception:  # the worker outlives any step: training must never wait on it
+                self.failures += 1
+                log.exception("fitting step %d failed", step)
+
+    def _record(self, write: Callable[[], None]) -> None:
+        """A write of a record (failure, metrics) whose own failure is logged, not raised."""
+        try:
+            write()
+        except Exception:
+            log.exception("tracker: could not write to %s", self.writer.path)
 
     def _process(self, step: int) -> None:
         if not self._resumed:  # a resumed run goes on from what the store already holds
@@ -95,5 +152,6 @@ class SnapshotFitter:
             except Exception as err:  # a failed fit must not stop training
                 self.failures += 1
                 log.exception("fitting layer %s at step %d failed", layer, step)
-                self.writer.write_failure(self.run, layer, step, f"{type(err).__name__}: {err}")
-        self.writer.write_metrics(self.run, metrics_frame(self.run_dir))
+                error = f"{type(err).__name__}: {err}"
+                self._record(partial(self.writer.write_failure, self.run, layer, step, error))
+        self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
