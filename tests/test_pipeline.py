@@ -13,6 +13,7 @@ from tiny import TinyNet, dataset, loader, one_of_each, trainer
 from tracker import FeatureTracker, MatchConfig, SAEConfig
 from tracker.cli import main
 from tracker.fitter import SnapshotFitter
+from tracker.pipeline import Analyzer
 from tracker.planted import score_events
 from tracker.reader import open_db
 from tracker.snapshots import RunDir
@@ -219,6 +220,23 @@ def test_analyze_a_mapping_and_reject_steps_out_of_order(tmp_path):
     analyzer.add(5, x)
     with pytest.raises(ValueError, match="checkpoints must come in step order: 2 after 5"):
         analyzer.add(2, x)
+
+
+def test_a_resume_numbers_new_lineages_from_the_checkpoint_it_resumes(tmp_path):
+    run = one_of_each(512)
+    first = Analyzer(Writer(tmp_path / "r.duckdb"), "r", "L", SMALL_SAE)
+    for step in sorted(run.acts):
+        first.add(step, run.acts[step])
+    reader = open_db(tmp_path / "r.duckdb")
+    ids = reader.sql("SELECT step, max(lineage) AS top FROM features GROUP BY step ORDER BY step")
+    assert ids["top"].to_list() == sorted(ids["top"].to_list())
+    assert ids["top"][0] < ids["top"][-1], "later checkpoints started new lineages"
+    resumed = Analyzer(Writer(tmp_path / "r.duckdb"), "r", "L", SMALL_SAE)
+    resumed.resume(10, run.acts.__getitem__)  # goes on after step 0, replacing 10 and 20
+    parents = reader.sql("SELECT max(lineage) AS m FROM lineages WHERE step <= 0")["m"][0]
+    assert resumed.chain.ids.next_id == max(ids["top"][0], parents or 0) + 1
+    resumed.add(10, run.acts[10])
+    assert reader.checkpoints("r", "L")["step"].to_list() == [0, 10, 20]
 
 
 @pytest.mark.slow

@@ -67,11 +67,12 @@ class Analyzer:
         share = stored.filter(pl.col("step") == last)["stable_share"][0]
         prev = Checkpoint(last, sae, as_activations(load_acts(last)), stable, share)
         ids = dict(zip(features["feature"].to_list(), features["lineage"].to_list(), strict=True))
+        # Ids go on from the checkpoint resumed, not from later ones about to be replaced.
         top = reader.sql(
             "SELECT max(lineage) AS m FROM (SELECT lineage FROM features WHERE "
-            "run = ? AND layer = ? UNION ALL SELECT lineage FROM lineages WHERE "
-            "run = ? AND layer = ?)",
-            [self.run, self.layer] * 2,
+            "run = ? AND layer = ? AND step <= ? UNION ALL SELECT lineage FROM lineages WHERE "
+            "run = ? AND layer = ? AND step <= ?)",
+            [self.run, self.layer, last] * 2,
         )["m"][0]
         stable_at = reader.sql(
             "SELECT lineage, max(step) AS step FROM features WHERE run = ? AND layer = ? "
