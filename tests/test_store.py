@@ -72,7 +72,7 @@ def test_missing_foreign_and_other_version_files(tmp_path):
     con = duckdb.connect(str(tmp_path / "other.duckdb"))
     con.execute("CREATE TABLE t (x INT)")
     con.close()
-    with pytest.raises(ValueError, match="is not a lineage database"):
+    with pytest.raises(ValueError, match="is a DuckDB file but not a lineage database"):
         open_db(tmp_path / "other.duckdb")
     Writer(tmp_path / "old.duckdb")
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
@@ -80,6 +80,51 @@ def test_missing_foreign_and_other_version_files(tmp_path):
     con.close()
     with pytest.raises(ValueError, match="schema version 0; this tracker reads version 3"):
         open_db(tmp_path / "old.duckdb")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is a directory, not a lineage database"),
+        (b"", "is an empty file, not a lineage database"),
+        (b"step,value\n1,2\n", "is not a DuckDB file, not a lineage database"),
+        (b"SQLite format 3\x00" + bytes(100), "is not a DuckDB file, not a lineage database"),
+        ("duckdb", "is a DuckDB file but not a lineage database .no meta table.: the tracker"),
+        ("other-tool", "is not a lineage database .its meta table is another tool's."),
+    ],
+)
+def test_the_writer_refuses_files_it_did_not_create_and_leaves_them_as_they_were(
+    tmp_path, content, message
+):
+    path = tmp_path / "given.duckdb"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        con = duckdb.connect(str(path))
+        con.execute(
+            "CREATE TABLE mine (x INT)"
+            if content == "duckdb"
+            else "CREATE TABLE meta (key VARCHAR, value VARCHAR)"
+        )
+        if content == "other-tool":
+            con.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+        con.close()
+    before = None if content is None else path.read_bytes()
+    for open_it in (lambda: Writer(path), lambda: open_db(path)):
+        with pytest.raises(ValueError, match=message):
+            open_it()
+    if before is not None:
+        assert path.read_bytes() == before, "nothing written into it"
+    else:
+        assert list(path.iterdir()) == []
+
+
+def test_an_empty_duckdb_file_becomes_a_lineage_database(tmp_path):
+    duckdb.connect(str(tmp_path / "empty.duckdb")).close()  # as a crash right after creation
+    Writer(tmp_path / "empty.duckdb").write_run("r", {})
+    assert open_db(tmp_path / "empty.duckdb").runs()["run"].to_list() == ["r"]
 
 
 @pytest.mark.slow

@@ -21,6 +21,13 @@ import duckdb
 import polars as pl
 
 SCHEMA_VERSION = 3
+TOOL = "training-dynamics-tracker"
+"""Written in the meta table beside the schema version: the files this tool created."""
+NO_EXTENSIONS: dict[str, str | bool | int | float | list[str]] = {
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+}
+"""DuckDB would otherwise fetch an extension from the network for some files (SQLite)."""
 LOCK_RETRY_SECONDS = 10.0
 
 SCHEMA = """
@@ -105,28 +112,59 @@ def with_retry(action: Callable[[], T], path: Path, seconds: float = LOCK_RETRY_
 
 @contextmanager
 def connect(path: str | Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection, retried while the file is locked; checks the schema."""
+    """A short-lived connection, retried while the file is locked; checks the schema. In
+    write mode a missing file is created with the schema; an existing one must be a lineage
+    database of this version already (the store writes only into files it created)."""
     file = Path(path)
-    if read_only and not file.is_file():
+    if read_only and not file.exists():
         raise FileNotFoundError(f"database {file} does not exist")
-    con = with_retry(lambda: duckdb.connect(str(file), read_only=read_only), file)
+    if file.exists():
+        _check_file(file)
+    con = with_retry(
+        lambda: duckdb.connect(str(file), read_only=read_only, config=NO_EXTENSIONS), file
+    )
     try:
-        if not read_only:
-            con.execute(SCHEMA)
-            con.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
+        if not read_only and _is_empty(con):  # new (or created but never written to)
+            with _transaction(con):
+                con.execute(SCHEMA)
+                con.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('tool', ?)",
+                    [str(SCHEMA_VERSION), TOOL],
+                )
         _check_version(con, file)
         yield con
     finally:
         con.close()
 
 
+def _is_empty(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()
+    return row is not None and row[0] == 0
+
+
+def _check_file(file: Path) -> None:
+    """One line for what is not a DuckDB file, before DuckDB opens it (it would try to load
+    an extension for a SQLite file, and fail with a traceback on the rest)."""
+    if file.is_dir():
+        raise ValueError(f"{file} is a directory, not a lineage database")
+    with file.open("rb") as f:
+        head = f.read(12)
+    if len(head) < 12 or head[8:12] != b"DUCK":
+        what = "an empty file" if not head else "not a DuckDB file"
+        raise ValueError(f"{file} is {what}, not a lineage database")
+
+
 def _check_version(con: duckdb.DuckDBPyConnection, file: Path) -> None:
     try:
         rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        tool = con.execute("SELECT value FROM meta WHERE key = 'tool'").fetchall()
     except duckdb.CatalogException as err:
-        raise ValueError(f"{file} is not a lineage database (no meta table)") from err
+        raise ValueError(
+            f"{file} is a DuckDB file but not a lineage database (no meta table): the tracker "
+            "writes only into files it created"
+        ) from err
+    if rows and rows[0][0] == str(SCHEMA_VERSION) and tool != [(TOOL,)]:
+        raise ValueError(f"{file} is not a lineage database (its meta table is another tool's)")
     if not rows or rows[0][0] != str(SCHEMA_VERSION):
         found = rows[0][0] if rows else "none"
         raise ValueError(
