@@ -2,6 +2,9 @@
 
 import copy
 import json
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from tiny import TinyNet, dataset, loader, trainer
 from torch.utils.data import DataLoader, Dataset
 
 from tracker import FeatureTracker
+from tracker.lock import LOCK_NAME
 from tracker.schedule import Schedule
 from tracker.snapshots import RunDir
 
@@ -208,3 +212,45 @@ def test_state_dict_round_trips(tmp_path):
     other = track(tmp_path)
     other.load_state_dict(json.loads(json.dumps(tracker.state_dict())))
     assert other.taken == {0, 3}
+
+
+def write_lock(tmp_path, pid, host=None):
+    lock = tmp_path / "runs" / "r" / LOCK_NAME
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname()}))
+    return lock
+
+
+def test_a_second_writer_of_the_same_run_stops_before_training_naming_the_first(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = write_lock(tmp_path, other.pid)
+        model = TinyNet()
+        before = copy.deepcopy(model.state_dict())
+        fit = trainer(tmp_path, max_steps=3, callbacks=[track(tmp_path)])
+        with pytest.raises(RuntimeError, match=f"run 'r' is being written by process {other.pid}"):
+            fit.fit(model, loader())
+        assert fit.global_step == 0 and not (tmp_path / "runs" / "r" / "activations").exists()
+        assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())
+        assert json.loads(lock.read_text())["pid"] == other.pid, "the other's lock is kept"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_lock_of_another_host_is_not_taken_over(tmp_path):
+    write_lock(tmp_path, 1, host="elsewhere.example")
+    fit = trainer(tmp_path, max_steps=3, callbacks=[track(tmp_path)])
+    with pytest.raises(RuntimeError, match="process 1 on elsewhere.example: give this run"):
+        fit.fit(TinyNet(), loader())
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning_and_dropped_at_the_end(tmp_path, caplog):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock = write_lock(tmp_path, gone.pid)
+    tracker = track(tmp_path)
+    trainer(tmp_path, max_steps=4, callbacks=[tracker]).fit(TinyNet(), loader())
+    assert f"taking over the lock of run 'r' from process {gone.pid}" in caplog.text
+    assert files(tracker, "body.0") == [0, 3, 4]
+    assert not lock.exists(), "released when training ends"

@@ -18,6 +18,7 @@ from typing_extensions import override
 from tracker.capture import Selector, capture, resolve_modules
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fitter import SnapshotFitter
+from tracker.lock import RunLock
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
 from tracker.snapshots import DTYPES, RunDir
@@ -128,6 +129,7 @@ class FeatureTracker(Callback):
         self.match = match or MatchConfig()
         self.queue_size = queue_size
         self._fitter: SnapshotFitter | None = None
+        self._lock = RunLock(self.run_dir.path, run)
         self.dtype = dtype
         self.forward = probe_forward or _default_forward
         self.metrics_every = metrics_every
@@ -151,6 +153,7 @@ class FeatureTracker(Callback):
         widths = self._dry_run(pl_module)
         self.run_dir.check_compatible(self.run, self.n_probe, widths)
         if trainer.is_global_zero:
+            self._lock.acquire()  # before anything is written: one writer per run
             self.run_dir.write_manifest(
                 self.run,
                 self.n_probe,
@@ -205,17 +208,26 @@ class FeatureTracker(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._maybe_snapshot(trainer, pl_module, final=True)
         self._flush_metrics(trainer)
-        if self._fitter is not None:
-            self._fitter.close()
-            self._fitter = None
+        self._finish()
 
     @override
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
-        if self._fitter is not None:
-            self._fitter.close()
-            self._fitter = None
+        self._finish()
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        """Close the fitter (finishing its queue), then let go of the run."""
+        try:
+            if self._fitter is not None:
+                self._fitter.close()
+                self._fitter = None
+        finally:
+            self._lock.release()
 
     def _maybe_snapshot(self, trainer: Trainer, pl_module: LightningModule, final: bool = False):
         step = trainer.global_step
