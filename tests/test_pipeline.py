@@ -240,10 +240,13 @@ def test_a_resume_numbers_new_lineages_from_the_checkpoint_it_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_resumed_inline_run_continues_the_lineage(tmp_path):
+@pytest.mark.parametrize("first_fit", ["inline", "defer"])
+def test_a_resumed_inline_run_continues_the_lineage(tmp_path, caplog, first_fit):
+    """`defer` stands for a background run that crashed: its snapshots are on disk, its
+    lineage is not; the resumed run fits them first, in order."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    def tracker():
+    def tracker(fit):
         return FeatureTracker(
             modules=["body.0"],
             probe=dataset(128, seed=1).tensors[0],
@@ -251,17 +254,20 @@ def test_a_resumed_inline_run_continues_the_lineage(tmp_path):
             run="resumed",
             root=tmp_path / "runs",
             sae=SMALL_SAE,
-            fit="inline",
+            fit=fit,
         )
 
     seed_everything(0)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1)
-    trainer(tmp_path, max_steps=6, callbacks=[tracker(), ckpt], enable_checkpointing=True).fit(
+    first = [tracker(first_fit), ckpt]
+    trainer(tmp_path, max_steps=6, callbacks=first, enable_checkpointing=True).fit(
         TinyNet(), loader()
     )
-    trainer(tmp_path, max_steps=12, callbacks=[tracker()]).fit(
+    trainer(tmp_path, max_steps=12, callbacks=[tracker("inline")]).fit(
         TinyNet(), loader(), ckpt_path=next((tmp_path / "ckpt").glob("*.ckpt"))
     )
+    if first_fit == "defer":
+        assert "fitting 3 snapshot(s) on disk the lineage lacks (steps 0, 3, 6)" in caplog.text
 
     reader = open_db(tmp_path / "runs" / "resumed" / "lineage.duckdb")
     assert reader.checkpoints("resumed", "body.0")["step"].to_list() == [0, 3, 6, 9, 12]

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from functools import partial
 
+import polars as pl
+
 from tracker.config import MatchConfig, SAEConfig
 from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot
 from tracker.reader import Reader
@@ -97,9 +99,7 @@ class SnapshotFitter:
     def missing(self) -> list[int]:
         """Submitted steps of which some layer's checkpoint is not in the store."""
         try:
-            stored = Reader(self.writer.path).sql(
-                "SELECT layer, step FROM checkpoints WHERE run = ?", [self.run]
-            )
+            stored = self._stored()
         except Exception:
             log.exception("tracker: could not read %s", self.writer.path)
             return sorted(set(self.submitted))
@@ -142,16 +142,49 @@ class SnapshotFitter:
             log.exception("tracker: could not write to %s", self.writer.path)
 
     def _process(self, step: int) -> None:
-        if not self._resumed:  # a resumed run goes on from what the store already holds
+        if not self._resumed:
             self._resumed = True
-            for layer, analyzer in self.analyzers.items():
-                analyzer.resume(step, partial(read_snapshot, self.run_dir, layer))
-        for layer, analyzer in self.analyzers.items():
-            try:
-                analyzer.add(step, read_snapshot(self.run_dir, layer, step))
-            except Exception as err:  # a failed fit must not stop training
-                self.failures += 1
-                log.exception("fitting layer %s at step %d failed", layer, step)
-                error = f"{type(err).__name__}: {err}"
-                self._record(partial(self.writer.write_failure, self.run, layer, step, error))
+            self._catch_up(step)
+        for layer in self.analyzers:
+            self._add(layer, step)
         self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
+
+    def _catch_up(self, step: int) -> None:
+        """Before the first step: go on from what the store holds, first fitting (in order)
+        every snapshot on disk before `step` that is not in it, as a crashed run leaves
+        them. From the first such hole on, the checkpoints are fitted again, so the lineage
+        has no seam."""
+        stored = set(self._stored().iter_rows())
+        for layer, analyzer in self.analyzers.items():
+            folder = self.run_dir.activations / layer
+            on_disk = sorted(int(f.stem) for f in folder.glob("*.safetensors") if f.stem.isdigit())
+            on_disk = [s for s in on_disk if s < step]
+            holes = [s for s in on_disk if (layer, s) not in stored]
+            start = holes[0] if holes else step
+            analyzer.resume(start, partial(read_snapshot, self.run_dir, layer))
+            if holes:
+                log.warning(
+                    "tracker: layer %s: fitting %d snapshot(s) on disk the lineage lacks "
+                    "(steps %s) before step %d",
+                    layer,
+                    len(holes),
+                    ", ".join(map(str, holes)),
+                    step,
+                )
+            for earlier in (s for s in on_disk if s >= start):
+                self.submitted.append(earlier)
+                self._add(layer, earlier)
+
+    def _stored(self) -> pl.DataFrame:
+        return Reader(self.writer.path).sql(
+            "SELECT layer, step FROM checkpoints WHERE run = ?", [self.run]
+        )
+
+    def _add(self, layer: str, step: int) -> None:
+        try:
+            self.analyzers[layer].add(step, read_snapshot(self.run_dir, layer, step))
+        except Exception as err:  # a failed fit must not stop training
+            self.failures += 1
+            log.exception("fitting layer %s at step %d failed", layer, step)
+            error = f"{type(err).__name__}: {err}"
+            self._record(partial(self.writer.write_failure, self.run, layer, step, error))
