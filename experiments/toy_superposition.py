@@ -82,6 +82,8 @@ class ToyConfig:
     antipodal -1)."""
     match: dict[str, Any] = field(default_factory=dict)
     """MatchConfig fields to override (benchmarks try thresholds through this)."""
+    sae: dict[str, Any] = field(default_factory=dict)
+    """SAEConfig fields to override (as `seeds`, which benchmarks try through this)."""
     fit: str = "background"
     seed: int = 0
     run: str = "toy"
@@ -381,6 +383,7 @@ def run(cfg: ToyConfig, progress: bool = True) -> dict[str, Any]:
             batch_size=1024,
             seed=cfg.seed,
             init=cfg.sae_init,
+            **cfg.sae,
         ),
         match=MatchConfig(
             min_activation=cfg.min_activation, min_frequency=cfg.min_frequency, **cfg.match

@@ -195,4 +195,4 @@ def test_the_evidence_of_a_confirmed_birth_says_where_a_second_seed_found_it():
     )
     shown = with_evidence(links[1].events.with_columns(pl.lit(10, pl.Int64).alias("step")))
     assert shown["evidence"][0].startswith("activations agree: absent at step 0 (strength 0.0")
-    assert shown["evidence"][0].endswith("found by 1 of 2 seeds, its lineage by 2 at step 20")
+    assert shown["evidence"][0].endswith("; not stable across seeds, its lineage stable at step 20")

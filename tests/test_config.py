@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from tracker import SAEConfig
 
@@ -38,3 +39,31 @@ def test_bad_fields_name_the_field_and_value(kwargs, message):
 def test_round_trips_through_a_dict():
     cfg = SAEConfig(arch="relu", d_sae=64, l1_coef=0.2, seed=3)
     assert SAEConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_seeds_read_from_a_config_written_before_them():
+    assert SAEConfig.from_dict({"noise_floor": False}).seeds == 1
+    assert SAEConfig.from_dict({"noise_floor": True, "k": 8}).seeds == 2
+    assert SAEConfig.from_dict({"noise_floor": False, "seeds": 3}).seeds == 3
+    with pytest.raises(ValueError, match="SAEConfig.seeds must be positive, got 0"):
+        SAEConfig(seeds=0)
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 3])
+def test_a_checkpoint_is_stable_where_most_of_its_seeds_agree(seeds):
+    from tiny import one_of_each
+
+    from tracker.checkpoint import fit_checkpoint
+    from tracker.config import MatchConfig
+
+    x = one_of_each(1024).acts[0]
+    config = SAEConfig(d_sae=40, k=4, steps=300, batch_size=512, seeds=seeds)
+    cp = fit_checkpoint(0, x, config, MatchConfig())
+    if seeds == 1:
+        assert cp.stable is None and cp.stable_share is None
+    else:
+        assert cp.stable is not None and cp.stable.dtype == torch.bool
+        assert cp.stable.shape == (40,) and cp.stable_share is not None
+        live = MatchConfig().live(cp.sae)
+        assert not cp.stable[~live].any(), "only live features can be stable"
+        assert cp.stable_share >= 0.75, "a planted dictionary is found by most seeds"

@@ -23,7 +23,7 @@ class Checkpoint:
     sae: SAE
     acts: Tensor
     stable: Tensor | None = None
-    """Bool [d_sae]: live features the independent other-seed SAE also has (cos >= tau)."""
+    """Bool [d_sae]: live features most of the checkpoint's seeds find (`SAEConfig.seeds`)."""
     stable_share: float | None = None
     """Share of live features that are stable: the seed noise floor of this checkpoint."""
 
@@ -36,22 +36,31 @@ def fit_checkpoint(
     previous: SAE | None = None,
 ) -> Checkpoint:
     """One checkpoint's SAE (warm-started from `previous` when config.init == "previous")
-    and, with config.noise_floor, its stable features against an independent other seed."""
+    and, with config.seeds > 1, its stable features: those most of the other seeds' SAEs
+    also have."""
     x = as_activations(acts, name=f"activations at step {step}")
     init_from = previous if config.init == "previous" else None
     sae = train_sae(x, config, init_from=init_from)
     checkpoint = Checkpoint(step, sae, x)
-    if config.noise_floor:
-        other = train_sae(x, replace(config, seed=config.seed + NOISE_SEED_OFFSET, progress=False))
-        live, other_live = match_config.live(sae), match_config.live(other)
+    if config.seeds > 1:
+        live = match_config.live(sae)
         signal = resolve_signal(match_config, sae.d, int(live.sum()), have_acts=True)
-        if signal == "activation":  # the two seeds' features, compared on the same inputs
+        if signal == "activation":  # the seeds' features, compared on the same inputs
             mine = activation_rows(sae.latents(x, columns=live.nonzero().flatten()))
-            theirs = activation_rows(other.latents(x, columns=other_live.nonzero().flatten()))
         else:
-            mine, theirs = sae.W_dec.detach()[live].cpu(), other.W_dec.detach()[other_live].cpu()
+            mine = sae.W_dec.detach()[live].cpu()
+        found = torch.zeros(int(live.sum()), dtype=torch.long)
+        for i in range(1, config.seeds):
+            seed = config.seed + i * NOISE_SEED_OFFSET
+            other = train_sae(x, replace(config, seed=seed, progress=False))
+            other_live = match_config.live(other)
+            if signal == "activation":
+                theirs = activation_rows(other.latents(x, columns=other_live.nonzero().flatten()))
+            else:
+                theirs = other.W_dec.detach()[other_live].cpu()
+            found += cross_seed_stable(mine, theirs, match_config.tau_match).long()
         stable = torch.zeros(sae.d_sae, dtype=torch.bool)
-        stable[live] = cross_seed_stable(mine, theirs, match_config.tau_match)
+        stable[live] = found >= config.seeds // 2  # with itself, a majority of the seeds
         checkpoint.stable = stable
         checkpoint.stable_share = float(stable[live].float().mean()) if live.any() else 0.0
     return checkpoint

@@ -98,7 +98,8 @@ class MatchResult(NamedTuple):
     activations), presence and presence_corr (the witness's strength and correlation: of a
     born feature in the earlier activations, of a dying one in the later, of the least
     present split child / merge parent), gap (checkpoints skipped, see `lineage.Chain`),
-    seeds (how many of the fitted seeds find every feature of the event) and confirmed
+    seeds (2 when every feature of the event is stable, found by most of the fitted seeds;
+    else 1) and confirmed
     (set by `chain.Chain`: the step where another seed found the lineage of a feature this
     checkpoint's second seed did not)."""
     tau: float
@@ -134,7 +135,7 @@ class Side:
         return replace(self, S=activation_rows(self.codes.z))
 
     def seeds(self, rows: list[int]) -> int | None:
-        """How many seeds find all of `rows` (2 when another seed also does), None without a
+        """2 when all of `rows` are stable (most seeds find them), else 1; None without a
         noise floor."""
         return None if self.stable is None else 1 + int(bool(self.stable[rows].all()))
 

@@ -258,16 +258,16 @@ def with_evidence(events: pl.DataFrame) -> pl.DataFrame:
         pl.lit(", corr "),
         pl.col("presence_corr").round(2).cast(pl.Utf8),
         pl.lit(")"),
-        pl.when(pl.col("seeds").is_not_null())
-        .then(
-            pl.concat_str(
-                pl.lit("; found by "), pl.col("seeds").cast(pl.Utf8), pl.lit(" of 2 seeds")
-            )
-        )
+        pl.when(pl.col("seeds") == 2)
+        .then(pl.lit("; stable across seeds"))
+        .when(pl.col("seeds") == 1)
+        .then(pl.lit("; not stable across seeds"))
         .otherwise(pl.lit("")),
         pl.when(pl.col("confirmed").is_not_null())
         .then(
-            pl.concat_str(pl.lit(", its lineage by 2 at step "), pl.col("confirmed").cast(pl.Utf8))
+            pl.concat_str(
+                pl.lit(", its lineage stable at step "), pl.col("confirmed").cast(pl.Utf8)
+            )
         )
         .otherwise(pl.lit("")),
         pl.when(pl.col("gap") > 0)

@@ -6,6 +6,7 @@ against the ground truth (a true feature is born when its column norm ‖W_i‖ 
 see the replay's `validate`). Prints one row per seed and the means.
 
     python experiments/bench/toy_events.py [--seeds 0 1 2 3 4] [--set witness_corr=0.7 ...]
+        [--sae seeds=3 ...]
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="MatchConfig overrides"
     )
+    parser.add_argument(
+        "--sae", nargs="*", default=[], metavar="FIELD=VALUE", help="SAEConfig overrides"
+    )
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    sae = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.sae)}
     rows, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         for seed in args.seeds:
-            cfg = ToyConfig(seed=seed, root=root, run=f"toy{seed}", match=overrides)
+            cfg = ToyConfig(seed=seed, root=root, run=f"toy{seed}", match=overrides, sae=sae)
             rows.append(score(run(cfg, progress=False)))
-    print(f"toy replay, S = 0.9, defaults{' + ' + str(overrides) if overrides else ''}")
+    changed = {**overrides, **sae}
+    print(f"toy replay, S = 0.9, defaults{' + ' + str(changed) if changed else ''}")
     print(
         f"{'seed':>5}{'true births':>13}{'reported':>10}{'recall':>8}{'precision':>11}"
         f"{'true deaths':>13}{'reported':>10}{'false':>7}"
