@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +41,20 @@ def load_activation_file(path: str | Path) -> Tensor:
         )
     try:
         value = _parse(file)
-    except (OSError, SafetensorError, RuntimeError, ValueError) as err:
-        # np.load refuses object arrays without pickle, torch.load refuses anything but
-        # tensors with weights_only=True: say which file, and why.
-        raise ValueError(f"{file}: cannot read activations ({err})") from err
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refused to run code the file asks for; its message
+        # goes on to advise weights_only=False, which the tracker never does.
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" ({named.group(1)})" if named else ""
+        raise ValueError(
+            f"{file}: not plain tensors: loading it would run code{what}; save the "
+            "activations as a tensor (torch.save(x)), .npy or .safetensors"
+        ) from err
+    except (OSError, SafetensorError, RuntimeError, ValueError, TypeError, EOFError) as err:
+        # np.load refuses object arrays without pickle, torch.from_numpy arrays of strings:
+        # say which file, and why, on one line.
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{file}: cannot read activations ({reason})") from err
     if isinstance(value, dict):
         if TENSOR_KEY not in value:
             found = sorted(value)

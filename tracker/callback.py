@@ -21,7 +21,7 @@ from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
-from tracker.snapshots import DTYPES, RunDir
+from tracker.snapshots import DTYPES, RunDir, check_layer_name
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class FeatureTracker(Callback):
     ) -> None:
         if isinstance(modules, str) or not modules or not all(isinstance(m, str) for m in modules):
             raise ValueError(f"modules must be a non-empty list of module names, got {modules!r}")
+        for name in modules:
+            check_layer_name(name)
         if len(set(modules)) != len(modules):
             raise ValueError(f"modules lists a name twice: {list(modules)}")
         if not run or "/" in run or run in (".", ".."):

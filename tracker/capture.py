@@ -40,9 +40,13 @@ def resolve_modules(root: nn.Module, names: list[str]) -> dict[str, nn.Module]:
 def select(output: Any, selector: Selector, name: str) -> Tensor:
     """Apply `selector` to a module's output (the first element of a tuple output)."""
     if isinstance(output, (tuple, list)):
+        if not output:
+            raise ValueError(f"module {name!r} returned an empty {type(output).__name__}")
         output = output[0]
     if not isinstance(output, Tensor):
         raise ValueError(f"module {name!r} returned {type(output).__name__}, not a tensor")
+    if output.ndim == 0:
+        raise ValueError(f"module {name!r} returned a scalar, not a [batch, ...] tensor")
     if callable(selector):
         out = selector(output)
     elif selector == "flatten":

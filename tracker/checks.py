@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -45,3 +47,14 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for, but CUDA is not available here")
     return torch.device(device)
+
+
+def check_steps(steps: Iterable[object], where: str = "checkpoint steps") -> list[int]:
+    """The steps as ints, or ValueError naming the first that is not a non-negative integer
+    (a float 1.5 would otherwise be stored as step 1 or 2, beside a real step 1)."""
+    out = []
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"{where} must be non-negative integers, got {step!r}")
+        out.append(int(step))
+    return out

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from tracker.chain import PARENT_SCHEMA, Chain, LineageIds, Link
 from tracker.checkpoint import Checkpoint, fit_checkpoint
+from tracker.checks import check_steps
 from tracker.config import MatchConfig, SAEConfig
 from tracker.match import MatchResult
 
@@ -46,6 +47,7 @@ def track(
     """Fit every checkpoint in step order and chain them: matches with activation witnesses,
     gap-tolerant lineage ids (see `tracker.chain.Chain`)."""
     config, match_config = config or SAEConfig(), match_config or MatchConfig()
+    check_steps(acts, "the mapping's keys (steps)")
     chain = Chain(match_config)
     result = Lineage([], [])
     parents: list[dict[str, object]] = []

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from tracker.activations import load_activation_file
 from tracker.chain import PARENT_SCHEMA, Chain, Link
 from tracker.checkpoint import Checkpoint, fit_checkpoint
-from tracker.checks import as_activations
+from tracker.checks import as_activations, check_steps
 from tracker.config import MatchConfig, SAEConfig
 from tracker.match import EVENT_SCHEMA
 from tracker.reader import Reader
@@ -95,6 +95,7 @@ class Analyzer:
 
     def add(self, step: int, acts: object) -> None:
         """Fit checkpoint `step`, chain it to the previous ones, write it in one transaction."""
+        (step,) = check_steps([step], "a checkpoint's step")
         prev = self.chain.prev
         if prev is not None and step <= prev.step:
             raise ValueError(f"checkpoints must come in step order: {step} after {prev.step}")
@@ -240,6 +241,7 @@ def _layers(
         return {name or "default": steps for name, steps in found.items()}
     if not source:
         raise ValueError("source holds no checkpoints")
+    check_steps(source, "the mapping's keys (steps)")
     return {layer or "default": source}
 
 

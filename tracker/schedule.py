@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tracker.checks import check_steps
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -35,9 +37,12 @@ class Schedule:
             if kind not in ("every", "log") or not value.isdigit() or int(value) < 1:
                 raise ValueError(f"schedule must be 'every:N' or 'log:N' with N >= 1, got {spec!r}")
             return cls(kind, n=int(value))  # type: ignore[arg-type]
-        steps = tuple(sorted({int(s) for s in spec}))
-        if not steps or steps[0] < 0:
-            raise ValueError(f"schedule steps must be non-negative and not empty, got {list(spec)}")
+        if not isinstance(spec, Sequence) or not spec:
+            raise ValueError(
+                f"schedule must be an int, 'every:N', 'log:N' or a non-empty list of steps, "
+                f"got {spec!r}"
+            )
+        steps = tuple(sorted(set(check_steps(spec, "schedule steps"))))
         return cls("steps", steps=steps)
 
     def resolve(self, last_step: int | None) -> list[int]:

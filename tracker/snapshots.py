@@ -28,8 +28,18 @@ from tracker.activations import SUFFIXES, TENSOR_KEY
 log = logging.getLogger(__name__)
 
 MANIFEST = "run.json"
+MANIFEST_KEYS: dict[str, type] = {"run": str, "n_probe": int, "layers": dict}
+MANIFEST_KINDS = {str: "a string", int: "an integer", dict: "an object"}
 FLOAT16_MAX = 65504.0
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def check_layer_name(layer: str) -> str:
+    """A layer's name is a folder of the run directory: a module path ("blocks.0.mlp"),
+    never a path that leads out of it."""
+    if not isinstance(layer, str) or layer in ("", ".", "..") or any(c in layer for c in "/\\\0"):
+        raise ValueError(f"layer name must be a module name (no '/', '\\' or '..'), got {layer!r}")
+    return layer
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -46,11 +56,30 @@ class RunDir:
         self.activations = self.path / "activations"
 
     def activation_path(self, layer: str, step: int) -> Path:
-        return self.activations / layer / f"{step}.safetensors"
+        return self.activations / check_layer_name(layer) / f"{step}.safetensors"
 
     def read_manifest(self) -> dict[str, Any] | None:
+        """run.json, or None when there is none; ValueError naming the file when it is not
+        a manifest (invalid JSON, not an object, a key missing or of the wrong type)."""
         file = self.path / MANIFEST
-        return json.loads(file.read_text()) if file.is_file() else None
+        if not file.is_file():
+            return None
+        try:
+            manifest = json.loads(file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{file} is not valid JSON ({err})") from err
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{file} must hold a JSON object, found {type(manifest).__name__}")
+        for key, kind in MANIFEST_KEYS.items():
+            if key not in manifest:
+                raise ValueError(
+                    f"{file}: {key!r} is missing (a run.json the tracker wrote has it)"
+                )
+            if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
+                raise ValueError(
+                    f"{file}: {key!r} must be {MANIFEST_KINDS[kind]}, found {manifest[key]!r}"
+                )
+        return manifest
 
     def check_compatible(self, run: str, n_probe: int, widths: dict[str, int]) -> None:
         """Refuse a directory whose snapshots another probe set or model width wrote."""
