@@ -39,11 +39,36 @@ def param(name: str, default: str | None = None) -> str | None:
     return st.query_params.get(name, default)
 
 
+MAX_ID = 2**53 - 1  # the largest integer a browser's number input holds exactly
+
+
+def int_param(name: str) -> int | None:
+    """An integer id from the URL (`?lineage=12`); None, with a one-line notice, when the
+    value given is not one (the page then shows its default)."""
+    raw = param(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_ID:
+        st.warning(f"?{name}={raw[:40]!r} is not a {name} id (0 to {MAX_ID}): showing the first.")
+        return None
+    return value
+
+
 def choose(label: str, options: list[str], key: str) -> str | None:
-    """A selectbox whose choice lives in the URL (`?key=...`), so a view can be shared."""
+    """A selectbox whose choice lives in the URL (`?key=...`), so a view can be shared; an
+    unknown value falls back to the first option with a one-line notice."""
     if not options:
         return None
     current = param(key)
+    if current is not None and current not in options:
+        st.warning(
+            f"?{key}={current[:80]!r} is not one of this {label.lower()}'s choices: "
+            f"showing {options[0]!r}."
+        )
     index = options.index(current) if current in options else 0
     choice = st.sidebar.selectbox(label, options, index=index, key=f"select_{key}")
     if st.query_params.get(key) != choice:

@@ -1,13 +1,23 @@
 """The feature-lineage viewer: `tracker app DB ...` (or `make demo`) starts it."""
 
+import logging
+
 import streamlit as st
 
+log = logging.getLogger("tracker.app")
+
 st.set_page_config(page_title="Feature lineage", layout="wide")
-st.navigation(
+page = st.navigation(
     [
-        st.Page("pages/runs.py", title="Runs", default=True),
-        st.Page("pages/lineage.py", title="Lineage"),
-        st.Page("pages/feature.py", title="Feature"),
-        st.Page("pages/compare.py", title="Compare"),
+        st.Page("views/runs.py", title="Runs", default=True),
+        st.Page("views/lineage.py", title="Lineage"),
+        st.Page("views/feature.py", title="Feature"),
+        st.Page("views/compare.py", title="Compare"),
     ]
-).run()
+)
+try:
+    page.run()
+except Exception as err:  # a page never shows a traceback: one line here, the rest in the log
+    log.exception("page %s failed", page.title)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    st.error(f"This page could not be shown: {type(err).__name__}: {first[:300]}")

@@ -70,7 +70,7 @@ def test_runs_page_shows_curves_quality_and_event_counts(db, monkeypatch):
 
 
 def test_lineage_page_draws_events_and_offers_their_lineages(db, monkeypatch):
-    at = app(db, monkeypatch, "pages/lineage.py")
+    at = app(db, monkeypatch, "views/lineage.py")
     assert at.title[0].value == "Lineage"
     assert "events" in at.caption[0].value and "lineages drawn" in at.caption[0].value
     assert len(at.main.selectbox) == 1
@@ -98,7 +98,7 @@ def split_child(db) -> tuple[dict, int]:
 
 def test_feature_page_tells_one_lineage_story(db, monkeypatch):
     split, child = split_child(db)
-    at = app(db, monkeypatch, "pages/feature.py", lineage=str(child))
+    at = app(db, monkeypatch, "views/feature.py", lineage=str(child))
     assert at.title[0].value == "Feature"
     assert at.subheader[0].value.startswith(f"Lineage {child}: steps {split['step']} to 20")
     assert any("Started by a **split**" in m.value for m in at.markdown)
@@ -111,7 +111,7 @@ def test_feature_page_tells_one_lineage_story(db, monkeypatch):
 
 
 def test_compare_page_orders_cosines_and_shows_chance(db, monkeypatch):
-    at = app(db, monkeypatch, "pages/compare.py")
+    at = app(db, monkeypatch, "views/compare.py")
     assert at.title[0].value == "Compare"
     assert [s.value for s in at.main.selectbox] == [10, 20]
     assert "beat the 99th percentile" in at.caption[0].value
@@ -130,6 +130,39 @@ def test_the_reader_orders_a_comparison_by_the_assignment(db):
     assert diagonal.sum() >= np.trace(found.cos[:n, np.random.default_rng(0).permutation(n)])
     assert np.allclose(np.sort(found.best), np.sort(found.cos.max(axis=1)))
     assert 0 < found.chance.mean < found.chance.quantile < 1
+
+
+@pytest.mark.parametrize("page", ["views/feature.py", "views/lineage.py"])
+@pytest.mark.parametrize("value", ["abc", "-3", "99999999999999999999999", "1e3"])
+def test_a_bad_lineage_parameter_falls_back_with_one_line(db, monkeypatch, page, value):
+    monkeypatch.setenv(VIEWER_DBS_ENV, str(db))
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["lineage"] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"?lineage='{value}' is not a lineage id" in w.value for w in at.warning)
+
+
+def test_an_unknown_run_falls_back_to_the_first_with_one_line(db, monkeypatch):
+    at = app(db, monkeypatch, run="nope")
+    assert at.sidebar.selectbox[1].value == "planted"
+    assert any("?run='nope' is not one of this run's choices" in w.value for w in at.warning)
+
+
+def test_a_database_missing_tables_gives_one_line_not_a_traceback(tmp_path, monkeypatch):
+    import duckdb
+
+    from tracker.store import Writer
+
+    Writer(tmp_path / "cut.duckdb")
+    con = duckdb.connect(str(tmp_path / "cut.duckdb"))
+    con.execute("DROP TABLE events")
+    con.close()
+    with pytest.raises(ValueError, match=r"lacks the lineage tables \['events'\]: rebuild it"):
+        open_db(tmp_path / "cut.duckdb")
+    at = app(tmp_path / "cut.duckdb", monkeypatch)
+    assert len(at.error) == 1 and "lacks the lineage tables ['events']" in at.error[0].value
 
 
 def test_without_a_database_the_app_says_how_to_start(monkeypatch):
@@ -202,7 +235,7 @@ def test_every_page_works_on_a_real_training_run(tmp_path, monkeypatch):
     at = app(tmp_path / "real" / "lineage.duckdb", monkeypatch)
     assert {m.label: m.value for m in at.metric}["Checkpoints"] == "7"
     assert len(at.get("vega_lite_chart")) == 3, "training curves, SAE quality, events"
-    for page in ("pages/lineage.py", "pages/feature.py", "pages/compare.py"):
+    for page in ("views/lineage.py", "views/feature.py", "views/compare.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert len(at.get("vega_lite_chart")) == 1, page

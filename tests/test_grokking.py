@@ -191,7 +191,7 @@ def test_the_viewer_draws_a_feature_map_and_its_spectrum(grokked, monkeypatch):
     app = AppTest.from_file(APP, default_timeout=60)
     app.query_params["lineage"] = str(last["lineage"])
     app.run()
-    app.switch_page("pages/feature.py").run()
+    app.switch_page("views/feature.py").run()
     assert not app.exception, [e.value for e in app.exception]
     specs = [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
     titles = [spec.get("title") for spec in specs]

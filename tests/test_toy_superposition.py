@@ -86,7 +86,7 @@ def test_the_feature_page_draws_wtw_and_the_alignment_with_the_truth(tiny, monke
     at = AppTest.from_file(APP, default_timeout=30)
     at.query_params["lineage"] = str(lineage)
     at.run()
-    at.switch_page("pages/feature.py").run()
+    at.switch_page("views/feature.py").run()
     assert not at.exception, [e.value for e in at.exception]
     charts = at.get("vega_lite_chart")
     assert len(charts) == 3  # the lineage over steps, WᵀW, the alignment bars

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from tracker.calibration import Chance, chance_cosine
 from tracker.sae import SAE
-from tracker.store import Writer, check_extra_name, query
+from tracker.store import CORE_TABLES, Writer, check_extra_name, query
 
 VIEWER_DBS_ENV = "TRACKER_DBS"
 """The environment variable through which `tracker app` tells the viewer which files to open."""
@@ -30,7 +30,14 @@ class Reader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        query(self.path, "SELECT 1")  # exists, is a lineage DB of this schema version
+        # Exists, is a lineage DB of this schema version, and holds all of its tables.
+        found = query(self.path, "SELECT table_name FROM information_schema.tables")
+        missing = sorted(set(CORE_TABLES) - set(found["table_name"].to_list()))
+        if missing:
+            raise ValueError(
+                f"{self.path} lacks the lineage tables {missing}: rebuild it with "
+                "`tracker fit` or `tracker analyze`"
+            )
 
     def sql(self, sql: str, params: list[object] | None = None) -> pl.DataFrame:
         """Any read-only query, parameterized."""

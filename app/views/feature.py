@@ -3,7 +3,7 @@
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import param, read, select_run
+from common import MAX_ID, int_param, read, select_run
 from renderers import FeatureView, render
 
 from tracker.reader import with_evidence
@@ -17,9 +17,9 @@ if selection:
     if not lineages:
         st.info(f"Run {run!r}, layer {layer!r} has no live feature yet.")
         st.stop()
-    wanted = param("lineage")
-    lineage = int(wanted) if wanted and wanted.lstrip("-").isdigit() else lineages[0]
-    lineage = st.sidebar.number_input("Lineage", value=lineage, step=1)
+    wanted = int_param("lineage")
+    lineage = wanted if wanted is not None else lineages[0]
+    lineage = st.sidebar.number_input("Lineage", value=lineage, min_value=0, max_value=MAX_ID)
     if st.query_params.get("lineage") != str(lineage):
         st.query_params["lineage"] = str(lineage)
     story = read(db, "lineage", run, layer, lineage)

@@ -3,7 +3,7 @@
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import param, read, select_run, steps
+from common import int_param, read, select_run, steps
 
 from tracker.reader import with_evidence
 
@@ -102,12 +102,12 @@ if selection:
         )
         st.altair_chart((lines + joins + points).properties(height=420), width="stretch")
 
-        current = param("lineage")
-        default = chosen.index(int(current)) if current and int(current) in chosen else 0
+        current = int_param("lineage")
+        default = chosen.index(current) if current in chosen else 0
         lineage = st.selectbox("Lineage", chosen, index=default)
         if st.button("Open this lineage's story"):
             st.switch_page(
-                "pages/feature.py",
+                "views/feature.py",
                 query_params={"db": db, "run": run, "layer": layer, "lineage": str(lineage)},
             )
     shown = with_evidence(events).drop("run", "layer")
