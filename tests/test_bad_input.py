@@ -314,6 +314,18 @@ CASES = [
     ),
     # configurations
     Case(
+        "the callback's sae given as a dict with an unknown field",
+        lambda t: tracker(sae={"k": 8, "latents": 64}),
+        ValueError,
+        r"sae: unknown SAEConfig field\(s\) \['latents'\]; known: ",
+    ),
+    Case(
+        "the callback's match given as a string",
+        lambda t: tracker(match="strict"),
+        ValueError,
+        r"match must be a MatchConfig or a dict of its fields, got str",
+    ),
+    Case(
         "SAEConfig with k >= d_sae",
         lambda t: SAEConfig(d_sae=8, k=8),
         ValueError,

@@ -254,3 +254,22 @@ def test_a_stale_lock_is_taken_over_with_a_warning_and_dropped_at_the_end(tmp_pa
     assert f"taking over the lock of run 'r' from process {gone.pid}" in caplog.text
     assert files(tracker, "body.0") == [0, 3, 4]
     assert not lock.exists(), "released when training ends"
+
+
+def test_an_sae_too_small_for_a_layer_fails_before_training_naming_it(tmp_path):
+    tracker = track(tmp_path, sae={"expansion": 1, "k": 8}, fit="background")
+    assert tracker.sae.k == 8, "a dict of fields is a config"
+    _fails_before_training(
+        tmp_path,
+        tracker,
+        r"SAEConfig.k=8 must be smaller than the 8 latents of layer 'body.0' \(width 8\)",
+    )
+
+
+def test_metrics_are_recorded_once_per_step_under_accumulation(tmp_path):
+    tracker = track(tmp_path, metrics_every=2, schedule=[0, 4])
+    fit = trainer(tmp_path, max_steps=6, callbacks=[tracker], accumulate_grad_batches=2)
+    fit.fit(TinyNet(), loader())
+    rows = [json.loads(line) for line in (tracker.run_dir.path / "metrics.jsonl").open()]
+    keys = [(r["step"], r["name"]) for r in rows]
+    assert len(keys) == len(set(keys)) and {s for s, _ in keys} >= {2, 4}

@@ -5,6 +5,8 @@ from tracker.config import MatchConfig, SAEConfig
 from tracker.fit import train_sae
 from tracker.lineage import Lineage, track
 from tracker.match import MatchResult, match
+from tracker.pipeline import analyze
+from tracker.reader import open_db
 from tracker.sae import SAE, FitMetrics
 
 __all__ = [
@@ -15,7 +17,9 @@ __all__ = [
     "MatchConfig",
     "MatchResult",
     "SAEConfig",
+    "analyze",
     "match",
+    "open_db",
     "track",
     "train_sae",
 ]

@@ -51,13 +51,13 @@ class FeatureTracker(Callback):
         root: the directory that holds runs.
         select: how an output becomes [n, d]: "flatten", a token position (int, -1 the last)
             or a function; one for all modules or a mapping per module name.
-        sae: the SAE config used when the snapshots are fitted.
+        sae: the SAE config used when the snapshots are fitted (or a dict of its fields).
         fit: "defer" saves snapshots only (fit them later with `tracker fit RUN_DIR`);
             "inline" fits, matches and stores each snapshot at once, in the training loop;
             "background" does it in a worker thread fed by a bounded queue, so training
             never waits (a failed fit is logged and recorded, and training goes on).
             All three write the same tables to `root/run/lineage.duckdb`.
-        match: the matching config for inline and background fitting.
+        match: the matching config for inline and background fitting (or a dict).
         queue_size: background mode: snapshots waiting for the worker before later ones
             wait in order until training ends.
         dtype: "float16" (default, half the disk) or "float32".
@@ -87,9 +87,9 @@ class FeatureTracker(Callback):
         run: str = "run",
         root: str | Path = "data",
         select: Selector | Mapping[str, Selector] = "flatten",
-        sae: SAEConfig | None = None,
+        sae: SAEConfig | dict[str, Any] | None = None,
         fit: FitMode = "defer",
-        match: MatchConfig | None = None,
+        match: MatchConfig | dict[str, Any] | None = None,
         queue_size: int = 64,
         dtype: Literal["float16", "float32"] = "float16",
         probe_batch_size: int = 256,
@@ -126,9 +126,9 @@ class FeatureTracker(Callback):
         self.run = run
         self.run_dir = RunDir(Path(root) / run)
         self.selectors: dict[str, Selector] = selectors
-        self.sae = sae or SAEConfig()
+        self.sae = SAEConfig.given(sae, "sae")
         self.fit_mode = fit
-        self.match = match or MatchConfig()
+        self.match = MatchConfig.given(match, "match")
         self.queue_size = queue_size
         self._fitter: SnapshotFitter | None = None
         self._lock = RunLock(self.run_dir.path, run)
@@ -139,6 +139,7 @@ class FeatureTracker(Callback):
         self.steps: list[int] | None = None
         self._modules: dict[str, torch.nn.Module] = {}
         self._pending_metrics: list[dict[str, Any]] = []
+        self._metrics_step: int | None = None
 
     # -- set-up: every check that can run before training does ---------------------------
 
@@ -154,6 +155,13 @@ class FeatureTracker(Callback):
         self.steps = self.schedule.resolve(last)
         widths = self._dry_run(pl_module)
         self.run_dir.check_compatible(self.run, self.n_probe, widths)
+        for layer, d in widths.items():  # an SAE that cannot be fitted fails now, not per snapshot
+            d_sae = self.sae.latents(d)
+            if self.sae.arch == "topk" and self.sae.k >= d_sae:
+                raise ValueError(
+                    f"SAEConfig.k={self.sae.k} must be smaller than the {d_sae} latents of "
+                    f"layer {layer!r} (width {d}): lower k or raise d_sae/expansion"
+                )
         if trainer.is_global_zero:
             self._lock.acquire()  # before anything is written: one writer per run
             self.run_dir.write_manifest(
@@ -288,6 +296,9 @@ class FeatureTracker(Callback):
     # -- metrics ------------------------------------------------------------------------------
 
     def _record_metrics(self, trainer: Trainer, step: int) -> None:
+        if step == self._metrics_step:  # once per step (accumulation repeats a step's batches)
+            return
+        self._metrics_step = step
         for name, value in trainer.callback_metrics.items():
             if isinstance(value, Tensor) and value.numel() == 1:
                 self._pending_metrics.append({"step": step, "name": name, "value": float(value)})

@@ -31,6 +31,26 @@ class _Dict:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         return cls(**{key: value for key, value in data.items() if key in known})
 
+    @classmethod
+    def given(cls, value: object, name: str) -> Self:
+        """A user's argument `name` as this config: the config itself, None (the defaults)
+        or a dict of its fields; anything else, or an unknown field, is one clear error."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(
+                    f"{name}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}"
+                )
+            return cls(**value)
+        raise ValueError(
+            f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}"
+        )
+
 
 @dataclass(frozen=True)
 class SAEConfig(_Dict):
