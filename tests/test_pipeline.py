@@ -286,3 +286,45 @@ def test_a_resumed_inline_run_continues_the_lineage(tmp_path, caplog, first_fit)
     )["lineage"].to_list()
     before = reader.sql("SELECT max(lineage) AS m FROM features WHERE step <= 6")["m"][0]
     assert all(lineage > before for lineage in new), "new lineages must not reuse old ids"
+
+
+class Interrupted(TinyNet):
+    """Ctrl-C at step 5 of training."""
+
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_step == 5:
+            raise KeyboardInterrupt
+        return super().training_step(batch, batch_idx)
+
+
+def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(tmp_path, caplog, monkeypatch):
+    import signal as signals
+
+    release = threading.Event()
+    started = []
+
+    def stuck(self, step, acts):  # a fit that would take for ever
+        started.append(step)
+        release.wait()
+
+    monkeypatch.setattr(Analyzer, "add", stuck)
+    tracker = FeatureTracker(
+        modules=["body.0"],
+        probe=dataset(128, seed=1).tensors[0],
+        schedule="every:1",
+        run="ctrl-c",
+        root=tmp_path / "runs",
+        sae=SMALL_SAE,
+        fit="background",
+    )
+    handler = signals.getsignal(signals.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown on Ctrl-C
+            trainer(tmp_path, max_steps=12, callbacks=[tracker]).fit(Interrupted(), loader())
+    finally:
+        signals.signal(signals.SIGINT, handler)
+        release.set()
+    assert started == [0], "the worker started no step after the interrupt"
+    assert "a fit was still running when training stopped" in caplog.text
+    assert "(steps 0, 1, 2, 3, 4, 5;" in caplog.text and "tracker fit" in caplog.text
+    assert not (tmp_path / "runs" / "ctrl-c" / ".writer.lock").exists()

@@ -224,17 +224,18 @@ class FeatureTracker(Callback):
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
-        self._finish()
+        self._finish(wait=False)  # Ctrl-C or an error: stop within seconds
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._finish()
 
-    def _finish(self) -> None:
-        """Close the fitter (finishing its queue), then let go of the run."""
+    def _finish(self, wait: bool = True) -> None:
+        """Close the fitter (finishing its queue, unless told not to wait), then let go of
+        the run."""
         try:
             if self._fitter is not None:
-                self._fitter.close()
+                self._fitter.close(wait=wait)
                 self._fitter = None
         finally:
             self._lock.release()

@@ -19,6 +19,8 @@ from tracker.store import Writer
 log = logging.getLogger(__name__)
 
 _STOP = -1
+STOP_SECONDS = 5.0
+"""How long an interrupted run waits for the fit under way."""
 
 
 class SnapshotFitter:
@@ -51,6 +53,7 @@ class SnapshotFitter:
         self.failures = 0
         self.submitted: list[int] = []
         self._resumed = False
+        self._stopping = False
         self._queue: queue.Queue[int] | None = None
         self._waiting: list[int] = []
         self._worker: threading.Thread | None = None
@@ -74,14 +77,27 @@ class SnapshotFitter:
                 )
         self._waiting.append(step)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         """Finish every submitted step (training is over, so waiting is fine), then warn
-        about any checkpoint left unfitted, with the command that completes the lineage."""
+        about any checkpoint left unfitted, with the command that completes the lineage.
+        With wait=False (training was interrupted: Ctrl-C, an error) the steps not yet
+        started are left on disk for `tracker fit`, and the fit under way is given a few
+        seconds before the worker (a daemon thread) is left to end with the process."""
         if self._queue is not None and self._worker is not None:
-            for step in [*self._waiting, _STOP]:
-                self._put(step)
+            if wait:
+                for step in [*self._waiting, _STOP]:
+                    self._put(step)
+                self._worker.join()
+            else:
+                self._stopping = True
+                self._put(_STOP)
+                self._worker.join(timeout=STOP_SECONDS)
+                if self._worker.is_alive():
+                    log.warning(
+                        "tracker: a fit was still running when training stopped; it is left "
+                        "to end with the process (its checkpoint is written whole or not at all)"
+                    )
             self._waiting = []
-            self._worker.join()
             self._queue = None
         self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
         missing = self.missing()
@@ -128,6 +144,8 @@ class SnapshotFitter:
     def _work(self) -> None:
         assert self._queue is not None
         while (step := self._queue.get()) != _STOP:
+            if self._stopping:  # interrupted: what is left is for `tracker fit`
+                continue
             try:
                 self._process(step)
             except Exception:  # the worker outlives any step: training must never wait on it
