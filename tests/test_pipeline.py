@@ -1,6 +1,7 @@
 """The pipeline: analyze into the store, the CLI, and the callback's three fit modes."""
 
 import threading
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -146,13 +147,15 @@ def test_inline_background_and_defer_write_the_same_tables(tmp_path, capsys):
     assert pl.read_parquet(out / "my_truth.parquet").drop("run").equals(extra), "a replay's table"
 
 
+UNFITTABLE = SAEConfig(d_sae=16, k=2, steps=20, device="cuda:99")  # fails at every fit
+
+
 def test_a_failed_background_fit_is_recorded_and_training_goes_on(tmp_path, caplog):
-    bad = SAEConfig(expansion=1, k=32)  # d = 8: k >= d_sae fails at every fit
-    run_dir = _train(tmp_path, "background", sae=bad)
+    run_dir = _train(tmp_path, "background", sae=UNFITTABLE)
     reader = open_db(run_dir / "lineage.duckdb")
     failures = reader.failures("background")
     assert failures["step"].to_list() == [0, 4, 8, 12]
-    assert failures["error"][0].startswith("ValueError: SAEConfig.k must be smaller than d_sae=8")
+    assert "device" in failures["error"][0].lower(), failures["error"][0]
     assert len(list((run_dir / "activations" / "body.0").glob("*.safetensors"))) == 4
     assert "(steps 0, 4, 8, 12;" in caplog.text and f"`tracker fit {run_dir}`" in caplog.text
 
@@ -164,7 +167,7 @@ def test_a_failure_that_cannot_be_recorded_neither_stops_nor_hangs_training(
         raise duckdb.IOException("Could not set lock on file: Conflicting lock is held")
 
     monkeypatch.setattr(Writer, "write_failure", locked)
-    run_dir = _train(tmp_path, "background", sae=SAEConfig(expansion=1, k=32))
+    run_dir = _train(tmp_path, "background", sae=UNFITTABLE)
     assert "could not write to" in caplog.text and "Conflicting lock" in caplog.text
     assert "4 checkpoint(s) of run background are not in its lineage (steps 0, 4, 8, 12;" in (
         caplog.text
@@ -297,7 +300,11 @@ class Interrupted(TinyNet):
         return super().training_step(batch, batch_idx)
 
 
-def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(tmp_path, caplog, monkeypatch):
+@pytest.mark.parametrize("when", ["in training", "while the end waits for fits"])
+def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(
+    tmp_path, caplog, monkeypatch, when
+):
+    import os
     import signal as signals
 
     release = threading.Event()
@@ -308,6 +315,15 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(tmp_path, ca
         release.wait()
 
     monkeypatch.setattr(Analyzer, "add", stuck)
+    worker_done, work = threading.Event(), SnapshotFitter._work
+
+    def tracked_work(self):
+        try:
+            work(self)
+        finally:
+            worker_done.set()
+
+    monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
     tracker = FeatureTracker(
         modules=["body.0"],
         probe=dataset(128, seed=1).tensors[0],
@@ -317,14 +333,62 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(tmp_path, ca
         sae=SMALL_SAE,
         fit="background",
     )
+    fit = trainer(tmp_path, max_steps=6, callbacks=[tracker])
+
+    def ctrl_c_once_training_is_over():
+        while fit.global_step < 6 and not release.is_set():
+            release.wait(0.05)
+        if not release.is_set():
+            os.kill(os.getpid(), signals.SIGINT)
+
     handler = signals.getsignal(signals.SIGINT)
     try:
+        if when != "in training":
+            threading.Thread(target=ctrl_c_once_training_is_over, daemon=True).start()
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown on Ctrl-C
-            trainer(tmp_path, max_steps=12, callbacks=[tracker]).fit(Interrupted(), loader())
+            fit.fit(Interrupted() if when == "in training" else TinyNet(), loader())
     finally:
-        signals.signal(signals.SIGINT, handler)
         release.set()
-    assert started == [0], "the worker started no step after the interrupt"
-    assert "a fit was still running when training stopped" in caplog.text
-    assert "(steps 0, 1, 2, 3, 4, 5;" in caplog.text and "tracker fit" in caplog.text
+        signals.signal(signals.SIGINT, handler)
+        assert worker_done.wait(timeout=60), "the worker ends once its fit returns"
+    assert started in ([], [0]), "the worker started no step after the interrupt"
+    if started:  # the stuck fit had begun: it was left, not waited for
+        assert "a fit was still running when training stopped" in caplog.text
+    assert "fitting step" not in caplog.text, "the worker ended without an error"
+    assert "(steps 0, 1, 2, 3, 4, 5" in caplog.text and "tracker fit" in caplog.text
     assert not (tmp_path / "runs" / "ctrl-c" / ".writer.lock").exists()
+
+
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_each_fitted_checkpoint_reaches_the_trainers_logger(tmp_path, mode):
+    from lightning.pytorch.loggers import CSVLogger
+
+    seed_everything(0)
+    tracker = FeatureTracker(
+        modules=["body.0"],
+        probe=dataset(128, seed=1).tensors[0],
+        schedule=[0, 4, 8],
+        run=mode,
+        root=tmp_path / "runs",
+        sae=SMALL_SAE,
+        match=MatchConfig(tau_match=0.75, min_confidence=0.6),
+        fit=mode,
+    )
+    logger = CSVLogger(tmp_path / "logs", name=mode)
+    trainer(tmp_path, max_steps=12, callbacks=[tracker], logger=logger).fit(TinyNet(), loader())
+    logged = pl.read_csv(Path(logger.log_dir) / "metrics.csv")
+    rows = logged.filter(pl.col("tracker/body.0/live_features").is_not_null())
+    assert sorted(rows["step"].to_list()) == [0, 4, 8, 12]
+    stored = open_db(tmp_path / "runs" / mode / "lineage.duckdb")
+    checkpoints = stored.checkpoints(mode, "body.0")
+    counts = stored.event_counts(mode, "body.0", 0.6)
+    for row in rows.iter_rows(named=True):
+        step = row["step"]
+        n = dict(counts.filter(pl.col("step") == step).select("kind", "n").iter_rows())
+        assert row["tracker/body.0/live_features"] == stored.features(mode, "body.0", step).height
+        share = checkpoints.filter(pl.col("step") == step)["stable_share"][0]
+        assert row["tracker/body.0/stable_share"] == pytest.approx(share)
+        assert row["tracker/body.0/deaths"] == n.get("death", 0)
+        # A birth may be confirmed by the next checkpoint, after it was logged.
+        assert row["tracker/body.0/births"] <= n.get("birth", 0)
+    assert rows["tracker/body.0/fvu"].is_between(0, 1.5).all()

@@ -52,8 +52,15 @@ class SnapshotFitter:
         self.analyzers = {layer: Analyzer(self.writer, run, layer, sae, match) for layer in layers}
         self.failures = 0
         self.submitted: list[int] = []
+        self.done: set[tuple[str, int]] = set()
+        """(layer, step) of every checkpoint written."""
+        self.summaries: queue.SimpleQueue[tuple[str, int, dict[str, float]]] = queue.SimpleQueue()
+        """(layer, step, `pipeline.summary`) of each checkpoint written, for the logger."""
         self._resumed = False
         self._stopping = False
+        self._finished = threading.Event()
+        """Set when the worker ends. Waited on instead of Thread.join: a Ctrl-C that lands
+        inside join() can leave the thread marked as ended while it still runs."""
         self._queue: queue.Queue[int] | None = None
         self._waiting: list[int] = []
         self._worker: threading.Thread | None = None
@@ -61,6 +68,15 @@ class SnapshotFitter:
             self._queue = queue.Queue(maxsize=queue_size)
             self._worker = threading.Thread(target=self._work, name="tracker-fit", daemon=True)
             self._worker.start()
+
+    def drain(self) -> list[tuple[str, int, dict[str, float]]]:
+        """The summaries of checkpoints written since the last call (thread-safe)."""
+        out = []
+        while True:
+            try:
+                out.append(self.summaries.get_nowait())
+            except queue.Empty:
+                return out
 
     def submit(self, step: int) -> None:
         self.submitted.append(step)
@@ -87,19 +103,30 @@ class SnapshotFitter:
             if wait:
                 for step in [*self._waiting, _STOP]:
                     self._put(step)
-                self._worker.join()
+                while not self._finished.wait(timeout=0.5):  # in slices: Ctrl-C is heard
+                    pass
             else:
                 self._stopping = True
                 self._put(_STOP)
-                self._worker.join(timeout=STOP_SECONDS)
-                if self._worker.is_alive():
+                if not self._finished.wait(timeout=STOP_SECONDS):
                     log.warning(
                         "tracker: a fit was still running when training stopped; it is left "
                         "to end with the process (its checkpoint is written whole or not at all)"
                     )
             self._waiting = []
             self._queue = None
+            if not self._finished.is_set():  # the fit it was left to: never touch its file
+                self._warn_missing()
+                return
         self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
+        self._warn_missing()
+
+    def missing(self) -> list[int]:
+        """Submitted steps of which some layer's checkpoint was not written."""
+        wanted = {(layer, step) for step in self.submitted for layer in self.analyzers}
+        return sorted({step for _, step in wanted - self.done})
+
+    def _warn_missing(self) -> None:
         missing = self.missing()
         if missing:
             log.warning(
@@ -112,28 +139,11 @@ class SnapshotFitter:
                 self.run_dir.path,
             )
 
-    def missing(self) -> list[int]:
-        """Submitted steps of which some layer's checkpoint is not in the store."""
-        try:
-            stored = self._stored()
-        except Exception:
-            log.exception("tracker: could not read %s", self.writer.path)
-            return sorted(set(self.submitted))
-        have = set(stored.iter_rows())
-        return sorted(
-            {
-                step
-                for step in self.submitted
-                for layer in self.analyzers
-                if (layer, step) not in have
-            }
-        )
-
     def _put(self, step: int) -> bool:
         """Queue a step for the worker; False when the worker is gone (so never blocks on a
         dead one)."""
         assert self._queue is not None and self._worker is not None
-        while self._worker.is_alive():
+        while not self._finished.is_set():
             try:
                 self._queue.put(step, timeout=0.5)
                 return True
@@ -142,8 +152,15 @@ class SnapshotFitter:
         return False
 
     def _work(self) -> None:
-        assert self._queue is not None
-        while (step := self._queue.get()) != _STOP:
+        try:
+            self._work_through()
+        finally:
+            self._finished.set()
+
+    def _work_through(self) -> None:
+        queue = self._queue  # its own reference: close() may let go of it before the end
+        assert queue is not None
+        while (step := queue.get()) != _STOP:
             if self._stopping:  # interrupted: what is left is for `tracker fit`
                 continue
             try:
@@ -165,7 +182,8 @@ class SnapshotFitter:
             self._catch_up(step)
         for layer in self.analyzers:
             self._add(layer, step)
-        self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
+        if not self._stopping:  # once interrupted, the main thread has the last word
+            self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
 
     def _catch_up(self, step: int) -> None:
         """Before the first step: go on from what the store holds, first fitting (in order)
@@ -200,7 +218,9 @@ class SnapshotFitter:
 
     def _add(self, layer: str, step: int) -> None:
         try:
-            self.analyzers[layer].add(step, read_snapshot(self.run_dir, layer, step))
+            numbers = self.analyzers[layer].add(step, read_snapshot(self.run_dir, layer, step))
+            self.done.add((layer, step))
+            self.summaries.put((layer, step, numbers))
         except Exception as err:  # a failed fit must not stop training
             self.failures += 1
             log.exception("fitting layer %s at step %d failed", layer, step)
