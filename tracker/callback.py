@@ -140,6 +140,7 @@ class FeatureTracker(Callback):
         self._modules: dict[str, torch.nn.Module] = {}
         self._pending_metrics: list[dict[str, Any]] = []
         self._metrics_step: int | None = None
+        self._trainer: Trainer | None = None
 
     # -- set-up: every check that can run before training does ---------------------------
 
@@ -152,6 +153,7 @@ class FeatureTracker(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         total = trainer.estimated_stepping_batches
         last = None if math.isinf(total) else int(total)
+        self._trainer = trainer
         self.steps = self.schedule.resolve(last)
         widths = self._dry_run(pl_module)
         self.run_dir.check_compatible(self.run, self.n_probe, widths)
@@ -213,6 +215,7 @@ class FeatureTracker(Callback):
         if step % self.metrics_every == 0:
             self._record_metrics(trainer, step)
         self._maybe_snapshot(trainer, pl_module)
+        self._log_fitted(trainer)
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -236,6 +239,8 @@ class FeatureTracker(Callback):
         try:
             if self._fitter is not None:
                 self._fitter.close(wait=wait)
+                if self._trainer is not None:
+                    self._log_fitted(self._trainer)
                 self._fitter = None
         finally:
             self._lock.release()
@@ -295,6 +300,20 @@ class FeatureTracker(Callback):
         return gathered.reshape(-1, x_ND.shape[1])[: self.n_probe].cpu()
 
     # -- metrics ------------------------------------------------------------------------------
+
+    def _log_fitted(self, trainer: Trainer) -> None:
+        """Each checkpoint fitted since the last call, through the trainer's loggers, at its
+        own step: `tracker/<layer>/<births|deaths|splits|merges|live_features|stable_share|fvu>`.
+        From the training thread only (the fitter hands summaries over a queue)."""
+        if self._fitter is None:
+            return
+        fitted = self._fitter.drain()
+        if not trainer.loggers or not trainer.is_global_zero:
+            return
+        for layer, step, numbers in fitted:
+            metrics = {f"tracker/{layer}/{name}": value for name, value in numbers.items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
 
     def _record_metrics(self, trainer: Trainer, step: int) -> None:
         if step == self._metrics_step:  # once per step (accumulation repeats a step's batches)

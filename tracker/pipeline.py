@@ -93,8 +93,10 @@ class Analyzer:
             stored.filter(pl.col("step") == last)["prev_step"][0],
         )
 
-    def add(self, step: int, acts: object) -> None:
-        """Fit checkpoint `step`, chain it to the previous ones, write it in one transaction."""
+    def add(self, step: int, acts: object) -> dict[str, float]:
+        """Fit checkpoint `step`, chain it to the previous ones, write it in one transaction.
+        Returns its summary: live features, stable share, FVU and confident events per kind
+        (what the callback logs through the trainer's logger)."""
         (step,) = check_steps([step], "a checkpoint's step")
         prev = self.chain.prev
         if prev is not None and step <= prev.step:
@@ -107,6 +109,23 @@ class Analyzer:
         self.writer.write_checkpoint(
             self.run, self.layer, step, checkpoint_tables(cp, link, prev_step), revise
         )
+        return summary(cp, link, self.match_config)
+
+
+def summary(cp: Checkpoint, link: Link, config: MatchConfig) -> dict[str, float]:
+    """One checkpoint in numbers a training logger plots beside the loss."""
+    assert cp.sae.metrics is not None
+    out = {"live_features": float(len(link.ids)), "fvu": float(cp.sae.metrics.fvu)}
+    if cp.stable_share is not None:
+        out["stable_share"] = cp.stable_share
+    events = link.events
+    confident = (
+        events.filter(pl.col("confidence") >= config.min_confidence) if len(events) else events
+    )
+    for kind in ("birth", "death", "split", "merge"):
+        n = confident.filter(pl.col("kind") == kind).height if len(confident) else 0
+        out[f"{kind}s"] = float(n)
+    return out
 
 
 def checkpoint_tables(cp: Checkpoint, link: Link, prev_step: int | None) -> dict[str, pl.DataFrame]:
