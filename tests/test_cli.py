@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 
 from tracker import SAE
@@ -37,3 +39,23 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path, capsys):
     np.save(tmp_path / "flat.npy", np.zeros(10, dtype=np.float32))
     assert main(["train-sae", str(tmp_path / "flat.npy"), "--out", str(tmp_path / "o")]) == 2
     assert "activations must be 2-D" in capsys.readouterr().err
+
+
+def test_threads_default_to_the_cores_this_process_may_use(tmp_path, capsys):
+    import torch
+
+    from tracker.cli import usable_cores
+
+    before = torch.get_num_threads()
+    x = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "a.npy", x.numpy())
+    try:
+        args = ["train-sae", str(tmp_path / "a.npy"), "--out", str(tmp_path / "s"), "--k", "2"]
+        assert main([*args, "--steps", "5", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main([*args, "--steps", "5"]) == 0
+        assert torch.get_num_threads() == usable_cores() == len(os.sched_getaffinity(0))
+        assert main([*args, "--threads", "0"]) == 2
+        assert capsys.readouterr().err.endswith("error: --threads must be >= 1, got 0\n")
+    finally:
+        torch.set_num_threads(before)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
+import torch
 
 from tracker.activations import load_activation_file
 from tracker.config import MatchConfig, SAEConfig
@@ -187,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
         )
         sub.set_defaults(run_fn=run)
+        if name != "app":
+            sub.add_argument(
+                "--threads",
+                type=int,
+                default=None,
+                help="CPU threads for fitting (default: the cores this process may use, "
+                f"here {usable_cores()})",
+            )
         return sub
 
     an = command(
@@ -221,9 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or `taskset`
+    narrows), not the machine's: torch's default counts the machine's and oversubscribes."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        print(
+            f"tracker {args.command}: error: --threads must be >= 1, got {threads}", file=sys.stderr
+        )
+        return 2
+    if args.command != "app":
+        torch.set_num_threads(threads or usable_cores())
     try:
         code: int = args.run_fn(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
