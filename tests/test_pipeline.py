@@ -127,7 +127,8 @@ def test_inline_background_and_defer_write_the_same_tables(tmp_path, capsys):
     background = _tables(_train(tmp_path, "background", queue_size=1) / "lineage.duckdb")
     deferred = _train(tmp_path, "defer")
     assert not (deferred / "lineage.duckdb").exists()
-    assert main(["fit", str(deferred)]) == 0
+    # The same threads as the inline fits: equal tables must not hang on summation order.
+    assert main(["fit", str(deferred), "--threads", str(torch.get_num_threads())]) == 0
     assert "4 checkpoints" in capsys.readouterr().out
     fitted = _tables(deferred / "lineage.duckdb")
     tau = open_db(deferred / "lineage.duckdb").checkpoints("defer")["tau"].drop_nulls()
