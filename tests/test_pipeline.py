@@ -84,6 +84,20 @@ def test_analyze_cli_on_a_planted_directory_finds_the_true_events(tmp_path, caps
     assert ex["activation"].is_sorted(descending=True)
 
 
+def watching(tmp_path, run, fit, schedule, **kwargs):
+    """A FeatureTracker on the tiny net's first layer, 128 probe inputs, the small SAE."""
+    return FeatureTracker(
+        modules=["body.0"],
+        probe=dataset(128, seed=1).tensors[0],
+        schedule=schedule,
+        run=run,
+        root=tmp_path / "runs",
+        sae=SMALL_SAE,
+        fit=fit,
+        **kwargs,
+    )
+
+
 def _train(tmp_path, mode, **kwargs):
     seed_everything(0)
     kwargs.setdefault("match", MatchConfig(tau_match=0.75, min_confidence=0.6))
@@ -251,15 +265,7 @@ def test_a_resumed_inline_run_continues_the_lineage(tmp_path, caplog, first_fit)
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     def tracker(fit):
-        return FeatureTracker(
-            modules=["body.0"],
-            probe=dataset(128, seed=1).tensors[0],
-            schedule="every:3",
-            run="resumed",
-            root=tmp_path / "runs",
-            sae=SMALL_SAE,
-            fit=fit,
-        )
+        return watching(tmp_path, "resumed", fit, "every:3")
 
     seed_everything(0)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1)
@@ -325,15 +331,7 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(
             worker_done.set()
 
     monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
-    tracker = FeatureTracker(
-        modules=["body.0"],
-        probe=dataset(128, seed=1).tensors[0],
-        schedule="every:1",
-        run="ctrl-c",
-        root=tmp_path / "runs",
-        sae=SMALL_SAE,
-        fit="background",
-    )
+    tracker = watching(tmp_path, "ctrl-c", "background", "every:1")
     fit = trainer(tmp_path, max_steps=6, callbacks=[tracker])
 
     def ctrl_c_once_training_is_over():
@@ -365,15 +363,8 @@ def test_each_fitted_checkpoint_reaches_the_trainers_logger(tmp_path, mode):
     from lightning.pytorch.loggers import CSVLogger
 
     seed_everything(0)
-    tracker = FeatureTracker(
-        modules=["body.0"],
-        probe=dataset(128, seed=1).tensors[0],
-        schedule=[0, 4, 8],
-        run=mode,
-        root=tmp_path / "runs",
-        sae=SMALL_SAE,
-        match=MatchConfig(tau_match=0.75, min_confidence=0.6),
-        fit=mode,
+    tracker = watching(
+        tmp_path, mode, mode, [0, 4, 8], match=MatchConfig(tau_match=0.75, min_confidence=0.6)
     )
     logger = CSVLogger(tmp_path / "logs", name=mode)
     trainer(tmp_path, max_steps=12, callbacks=[tracker], logger=logger).fit(TinyNet(), loader())
