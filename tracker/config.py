@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda")
 SIGNALS = ("auto", "decoder", "activation")
+Init = Literal["random", "previous"]
+Signal = Literal["auto", "decoder", "activation"]
 
 
 def _positive(name: str, value: int | float | None) -> None:
@@ -98,7 +100,7 @@ class SAEConfig(_Dict):
     device: str = "auto"
     """"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"."""
 
-    init: str = "random"
+    init: Init = "random"
     """In a sequence of checkpoints: "random" fits each SAE from scratch; "previous"
     warm-starts it from the last checkpoint's (as SAE-Track does). On planted data, with the
     same steps, "random" found events at least as well (death F1 1.00 vs 0.98) and its
@@ -177,7 +179,7 @@ class MatchConfig(_Dict):
     with known events (experiments/bench/planted_events.py), not by eye.
     """
 
-    signal: str = "auto"
+    signal: Signal = "auto"
     """What similarity features are matched on. "decoder": cosine of unit decoder rows.
     "activation": Pearson correlation of their activations over the shared probe set (the
     cosine of centred activation columns), which needs the probe activations. "auto":
