@@ -140,7 +140,6 @@ class FeatureTracker(Callback):
         self._modules: dict[str, torch.nn.Module] = {}
         self._pending_metrics: list[dict[str, Any]] = []
         self._metrics_step: int | None = None
-        self._trainer: Trainer | None = None
 
     # -- set-up: every check that can run before training does ---------------------------
 
@@ -153,7 +152,6 @@ class FeatureTracker(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         total = trainer.estimated_stepping_batches
         last = None if math.isinf(total) else int(total)
-        self._trainer = trainer
         self.steps = self.schedule.resolve(last)
         widths = self._dry_run(pl_module)
         self.run_dir.check_compatible(self.run, self.n_probe, widths)
@@ -221,26 +219,25 @@ class FeatureTracker(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._maybe_snapshot(trainer, pl_module, final=True)
         self._flush_metrics(trainer)
-        self._finish()
+        self._finish(trainer)
 
     @override
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
-        self._finish(wait=False)  # Ctrl-C or an error: stop within seconds
+        self._finish(trainer, wait=False)  # Ctrl-C or an error: stop within seconds
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._finish()
+        self._finish(trainer)
 
-    def _finish(self, wait: bool = True) -> None:
+    def _finish(self, trainer: Trainer, wait: bool = True) -> None:
         """Close the fitter (finishing its queue, unless told not to wait), then let go of
         the run."""
         try:
             if self._fitter is not None:
                 self._fitter.close(wait=wait)
-                if self._trainer is not None:
-                    self._log_fitted(self._trainer)
+                self._log_fitted(trainer)
                 self._fitter = None
         finally:
             self._lock.release()

@@ -224,29 +224,30 @@ class Chain:
         at = self.stable_at.get(lineage)
         return at if at is not None and at == self.before.get(step) else None
 
-    def _confirmable(self, row: dict[str, object]) -> bool:
-        """A witnessed event the noise floor alone caps."""
-        return (
-            self.config.confirm
-            and row["seeds"] == 1
-            and row["witness"] == WITNESSED
-            and row["confirmed"] is None
-            and event_confidence(row["match_confidence"], WITNESSED, 2, self.config)  # type: ignore[arg-type]
-            > float(row["confidence"])  # type: ignore[arg-type]
-        )
-
-    def _confirmed(self, row: dict[str, object], at: int) -> dict[str, object]:
+    def _confirmed(self, row: dict[str, object], at: int | None) -> dict[str, object] | None:
+        """`row` confirmed at step `at`: a witnessed event the noise floor alone capped,
+        raised to the confidence matching gave it; None when it is no such event or there
+        is no `at`."""
+        if (
+            at is None
+            or not self.config.confirm
+            or row["seeds"] != 1
+            or row["witness"] != WITNESSED
+            or row["confirmed"] is not None
+        ):
+            return None
         conf = event_confidence(row["match_confidence"], WITNESSED, 2, self.config)  # type: ignore[arg-type]
+        if conf <= row["confidence"]:  # type: ignore[operator]
+            return None  # matching alone gave no more: nothing to confirm
         return row | {"confidence": conf, "confirmed": at}
 
     def _confirm_deaths(self, events: pl.DataFrame, before: dict[int, int]) -> pl.DataFrame:
         """Deaths of features whose lineage another seed found at the checkpoint before."""
         rows = list(events.iter_rows(named=True))
         for i, row in enumerate(rows):
-            if row["kind"] == "death" and self._confirmable(row):
+            if row["kind"] == "death":
                 at = self._stable_just_before(before[row["sources"][0]], int(row["prev_step"]))
-                if at is not None:
-                    rows[i] = self._confirmed(row, at)
+                rows[i] = self._confirmed(row, at) or row
         return pl.DataFrame(rows, schema=events.schema)
 
     def _confirm_births(self, cp: Checkpoint) -> pl.DataFrame | None:
@@ -259,8 +260,10 @@ class Chain:
         changed = False
         for i, row in enumerate(rows):
             born = last.ids.get(row["targets"][0]) if row["kind"] == "birth" else None
-            if born is not None and self._confirmable(row) and self.stable_at.get(born) == cp.step:
-                rows[i], changed = self._confirmed(row, cp.step), True
+            if born is not None and self.stable_at.get(born) == cp.step:
+                confirmed = self._confirmed(row, cp.step)
+                if confirmed is not None:
+                    rows[i], changed = confirmed, True
         if not changed:
             return None
         last.events = pl.DataFrame(rows, schema=last.events.schema)
@@ -412,9 +415,7 @@ class Chain:
             "seeds": seeds,
             "confirmed": None,
         }
-        at = self._stable_just_before(lost.lineage, lost.seen.step)
-        if at is not None and self._confirmable(row):
-            row = self._confirmed(row, at)
+        row = self._confirmed(row, self._stable_just_before(lost.lineage, lost.seen.step)) or row
         return pl.DataFrame([row], schema={**EVENT_SCHEMA, "prev_step": pl.Int64})
 
 

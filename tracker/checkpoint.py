@@ -45,20 +45,22 @@ def fit_checkpoint(
     if config.seeds > 1:
         live = match_config.live(sae)
         signal = resolve_signal(match_config, sae.d, int(live.sum()), have_acts=True)
-        if signal == "activation":  # the seeds' features, compared on the same inputs
-            mine = activation_rows(sae.latents(x, columns=live.nonzero().flatten()))
-        else:
-            mine = sae.W_dec.detach()[live].cpu()
+
+        def rows(of: SAE) -> Tensor:
+            """Its live features as compared across seeds: activations on the same inputs,
+            or decoder directions."""
+            keep = match_config.live(of)
+            if signal == "activation":
+                return activation_rows(of.latents(x, columns=keep.nonzero().flatten()))
+            return of.W_dec.detach()[keep].cpu()
+
+        mine = rows(sae)
         found = torch.zeros(int(live.sum()), dtype=torch.long)
         for i in range(1, config.seeds):
-            seed = config.seed + i * NOISE_SEED_OFFSET
-            other = train_sae(x, replace(config, seed=seed, progress=False))
-            other_live = match_config.live(other)
-            if signal == "activation":
-                theirs = activation_rows(other.latents(x, columns=other_live.nonzero().flatten()))
-            else:
-                theirs = other.W_dec.detach()[other_live].cpu()
-            found += cross_seed_stable(mine, theirs, match_config.tau_match).long()
+            other = train_sae(
+                x, replace(config, seed=config.seed + i * NOISE_SEED_OFFSET, progress=False)
+            )
+            found += cross_seed_stable(mine, rows(other), match_config.tau_match).long()
         stable = torch.zeros(sae.d_sae, dtype=torch.bool)
         stable[live] = found >= config.seeds // 2  # with itself, a majority of the seeds
         checkpoint.stable = stable

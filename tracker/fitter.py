@@ -8,12 +8,10 @@ import threading
 from collections.abc import Callable
 from functools import partial
 
-import polars as pl
-
 from tracker.config import MatchConfig, SAEConfig
 from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot
 from tracker.reader import Reader
-from tracker.snapshots import RunDir
+from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
 
 log = logging.getLogger(__name__)
@@ -190,11 +188,14 @@ class SnapshotFitter:
         every snapshot on disk before `step` that is not in it, as a crashed run leaves
         them. From the first such hole on, the checkpoints are fitted again, so the lineage
         has no seam."""
-        stored = set(self._stored().iter_rows())
+        stored = set(
+            Reader(self.writer.path)
+            .sql("SELECT layer, step FROM checkpoints WHERE run = ?", [self.run])
+            .iter_rows()
+        )
+        snapshots = scan_activation_dir(self.run_dir.activations)  # `step` is there at least
         for layer, analyzer in self.analyzers.items():
-            folder = self.run_dir.activations / layer
-            on_disk = sorted(int(f.stem) for f in folder.glob("*.safetensors") if f.stem.isdigit())
-            on_disk = [s for s in on_disk if s < step]
+            on_disk = sorted(s for s in snapshots.get(layer, {}) if s < step)
             holes = [s for s in on_disk if (layer, s) not in stored]
             start = holes[0] if holes else step
             analyzer.resume(start, partial(read_snapshot, self.run_dir, layer))
@@ -210,11 +211,6 @@ class SnapshotFitter:
             for earlier in (s for s in on_disk if s >= start):
                 self.submitted.append(earlier)
                 self._add(layer, earlier)
-
-    def _stored(self) -> pl.DataFrame:
-        return Reader(self.writer.path).sql(
-            "SELECT layer, step FROM checkpoints WHERE run = ?", [self.run]
-        )
 
     def _add(self, layer: str, step: int) -> None:
         try:

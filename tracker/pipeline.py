@@ -118,13 +118,11 @@ def summary(cp: Checkpoint, link: Link, config: MatchConfig) -> dict[str, float]
     out = {"live_features": float(len(link.ids)), "fvu": float(cp.sae.metrics.fvu)}
     if cp.stable_share is not None:
         out["stable_share"] = cp.stable_share
-    events = link.events
-    confident = (
-        events.filter(pl.col("confidence") >= config.min_confidence) if len(events) else events
-    )
+    kinds = []  # the first checkpoint's link has no events table
+    if link.events.height:
+        kinds = link.events.filter(pl.col("confidence") >= config.min_confidence)["kind"].to_list()
     for kind in ("birth", "death", "split", "merge"):
-        n = confident.filter(pl.col("kind") == kind).height if len(confident) else 0
-        out[f"{kind}s"] = float(n)
+        out[f"{kind}s"] = float(kinds.count(kind))
     return out
 
 
