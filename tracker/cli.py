@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,24 +127,24 @@ def _app(args: argparse.Namespace) -> int:
         )
     env = {**os.environ, VIEWER_DBS_ENV: os.pathsep.join(map(str, dbs))}
     print(f"viewer on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
-    return subprocess.call(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(script),
-            "--server.address",
-            args.host,
-            "--server.port",
-            str(args.port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        env=env,
-    )
+    # exec, not a child process: whoever stops `tracker app` (Ctrl-C, SIGTERM from a test
+    # harness or a process manager) stops the server itself, never leaving it orphaned.
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    os.execve(sys.executable, command, env)
 
 
 def _summary(db: Path, min_confidence: float) -> None:
