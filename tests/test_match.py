@@ -157,7 +157,12 @@ def test_bad_inputs_give_clear_errors_and_an_empty_side_gives_births_or_deaths()
     result = match(PREV, dead)
     assert result.note == "sae_next has no live features"
     assert len(result.edges) == 0
-    live_prev = MatchConfig().live(PREV).nonzero().flatten().tolist()
+    live_prev = (
+        PREV.live(MatchConfig().min_frequency, MatchConfig().min_activation)
+        .nonzero()
+        .flatten()
+        .tolist()
+    )
     assert result.events["kind"].to_list() == ["death"] * len(live_prev)
     assert result.events["sources"].to_list() == [[f] for f in live_prev]
     born = match(dead, NEXT)

@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from tracker.config import MatchConfig
+
 SAMPLE_ROWS = 1024
 
 
@@ -53,3 +55,18 @@ def cross_seed_stable(W_FD: Tensor, W_other_GD: Tensor, tau: float) -> Tensor:
         block = W_other_GD[start : start + 4096]
         best = torch.maximum(best, (W_FD @ block.t()).max(dim=1).values)
     return best >= tau
+
+
+def activation_rows(z_NF: Tensor) -> Tensor:
+    """[F, n] unit rows of centred activation columns: their dot products are Pearson
+    correlations over the probe set (a feature constant on it gets a zero row)."""
+    z = z_NF - z_NF.mean(0)
+    return (z / z.norm(dim=0).clamp_min(1e-12)).t().contiguous()
+
+
+def resolve_signal(cfg: MatchConfig, d: int, n_features: int, have_acts: bool) -> str:
+    """ "decoder" or "activation" for `cfg.signal` at this width (see MatchConfig.signal)."""
+    if cfg.signal != "auto":
+        return cfg.signal
+    low_d = chance_cosine(d, max(n_features, 1), cfg.chance_quantile).quantile > cfg.tau_match
+    return "activation" if low_d and have_acts else "decoder"

@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from tracker.assign import assign_dense
+from tracker.calibration import activation_rows
 from tracker.checkpoint import Checkpoint
 from tracker.config import MatchConfig
-from tracker.match import EDGE_SCHEMA, EVENT_SCHEMA, MatchResult, activation_rows, match
+from tracker.match import EDGE_SCHEMA, EVENT_SCHEMA, MatchResult, match
 from tracker.sae import SAE
 from tracker.witness import CONTRADICTED, WITNESSED, Presence, check, event_confidence
 
@@ -44,7 +45,12 @@ class LineageIds:
         return self.next_id - 1
 
     def _live(self, sae: SAE) -> list[int]:
-        return self.config.live(sae).nonzero().flatten().tolist()
+        return (
+            sae.live(self.config.min_frequency, self.config.min_activation)
+            .nonzero()
+            .flatten()
+            .tolist()
+        )
 
     def start(self, sae: SAE) -> dict[int, int]:
         return {feature: self._new() for feature in self._live(sae)}

@@ -7,11 +7,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from tracker.calibration import cross_seed_stable
+from tracker.calibration import activation_rows, cross_seed_stable, resolve_signal
 from tracker.checks import as_activations
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fit import train_sae
-from tracker.match import activation_rows, resolve_signal
 from tracker.sae import SAE
 
 NOISE_SEED_OFFSET = 1_000_003
@@ -43,13 +42,13 @@ def fit_checkpoint(
     sae = train_sae(x, config, init_from=init_from)
     checkpoint = Checkpoint(step, sae, x)
     if config.seeds > 1:
-        live = match_config.live(sae)
+        live = sae.live(match_config.min_frequency, match_config.min_activation)
         signal = resolve_signal(match_config, sae.d, int(live.sum()), have_acts=True)
 
         def rows(of: SAE) -> Tensor:
             """Its live features as compared across seeds: activations on the same inputs,
             or decoder directions."""
-            keep = match_config.live(of)
+            keep = of.live(match_config.min_frequency, match_config.min_activation)
             if signal == "activation":
                 return activation_rows(of.latents(x, columns=keep.nonzero().flatten()))
             return of.W_dec.detach()[keep].cpu()

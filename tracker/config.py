@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, Self
-
-if TYPE_CHECKING:
-    from torch import Tensor
-
-    from tracker.sae import SAE
+from typing import Any, Literal, Self
 
 DEVICES = ("auto", "cpu", "cuda")
 SIGNALS = ("auto", "decoder", "activation")
+ARCHITECTURES = {"topk", "relu"}
+"""Names `SAEConfig.arch` accepts: the built-in architectures, and any that
+`tracker.sae.registry.register` adds (config does not import the SAEs: they import it)."""
 Init = Literal["random", "previous"]
 Signal = Literal["auto", "decoder", "activation"]
 
@@ -131,8 +129,6 @@ class SAEConfig(_Dict):
         return super().from_dict(data)
 
     def __post_init__(self) -> None:
-        from tracker.sae.registry import ARCHITECTURES
-
         if self.arch not in ARCHITECTURES:
             raise ValueError(
                 f"SAEConfig.arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}"
@@ -316,8 +312,3 @@ class MatchConfig(_Dict):
                 raise ValueError(f"MatchConfig.{name} must be positive, got {getattr(self, name)}")
         if not (isinstance(self.max_gap, int) and self.max_gap >= 0):
             raise ValueError(f"MatchConfig.max_gap must be an integer >= 0, got {self.max_gap!r}")
-
-    def live(self, sae: SAE) -> Tensor:
-        """Bool [d_sae]: the SAE's features that take part in matching, stability and lineage
-        ids (`SAE.live` at this config's `min_frequency` and `min_activation`)."""
-        return sae.live(self.min_frequency, self.min_activation)

@@ -21,7 +21,7 @@ from scipy.optimize import nnls
 from torch import Tensor
 
 from tracker.assign import Neighbours, assign_dense, assign_sparse, neighbours
-from tracker.calibration import Chance, chance_cosine
+from tracker.calibration import Chance, activation_rows, chance_cosine, resolve_signal
 from tracker.config import MatchConfig
 from tracker.sae import SAE
 from tracker.witness import (
@@ -140,28 +140,13 @@ class Side:
         return None if self.stable is None else 1 + int(bool(self.stable[rows].all()))
 
 
-def activation_rows(z_NF: Tensor) -> Tensor:
-    """[F, n] unit rows of centred activation columns: their dot products are Pearson
-    correlations over the probe set (a feature constant on it gets a zero row)."""
-    z = z_NF - z_NF.mean(0)
-    return (z / z.norm(dim=0).clamp_min(1e-12)).t().contiguous()
-
-
-def resolve_signal(cfg: MatchConfig, d: int, n_features: int, have_acts: bool) -> str:
-    """ "decoder" or "activation" for `cfg.signal` at this width (see MatchConfig.signal)."""
-    if cfg.signal != "auto":
-        return cfg.signal
-    low_d = chance_cosine(d, max(n_features, 1), cfg.chance_quantile).quantile > cfg.tau_match
-    return "activation" if low_d and have_acts else "decoder"
-
-
 def _side(
     sae: SAE, name: str, cfg: MatchConfig, acts: Tensor | None, stable: Tensor | None
 ) -> Side:
     W = sae.W_dec.detach().float().cpu()
     if not bool(torch.isfinite(W).all()):
         raise ValueError(f"{name}: the decoder holds NaN or Inf")
-    ids = np.flatnonzero(cfg.live(sae).numpy())
+    ids = np.flatnonzero(sae.live(cfg.min_frequency, cfg.min_activation).numpy())
     W = W[torch.from_numpy(ids)]
     W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     codes = Codes.of(sae, acts, ids, name) if acts is not None else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from tracker import config
+
 if TYPE_CHECKING:
     from tracker.sae.base import SAE
 
@@ -21,6 +23,7 @@ def register(name: str) -> Callable[[T], T]:
             raise ValueError(f"SAE architecture {name!r} is registered twice")
         cls.arch = name
         ARCHITECTURES[name] = cls
+        config.ARCHITECTURES.add(name)
         return cls
 
     return wrap
