@@ -32,7 +32,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(BIN)/python experiments/toy_superposition.py --root data --run toy
+	$(BIN)/python -m experiments.toy --root data --run toy
 	@echo "Viewer on data/toy/lineage.duckdb: open http://127.0.0.1:8501 (Ctrl-C to stop)"
 	$(BIN)/tracker app data/toy/lineage.duckdb --port 8501
 

@@ -2,34 +2,43 @@
 
 import json
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-import grokking as gk
-
-from tracker.reader import VIEWER_DBS_ENV
+from experiments.grokking.config import TINY, GrokConfig
+from experiments.grokking.figures import draw, pick_maps
+from experiments.grokking.fourier import (
+    CHANCE,
+    embedding_power,
+    key_frequencies,
+    label_spectrum,
+    map_spectrum,
+)
+from experiments.grokking.model import Transformer, split
+from experiments.grokking.progress import phase_of, phases
+from experiments.grokking.run import run
+from tracker.reader import VIEWER_DBS_ENV, open_db
 
 APP = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
 
-def tiny(tmp: Path, **changes: object) -> gk.GrokConfig:
-    return replace(gk.GrokConfig(**gk.TINY), root=tmp, **changes)  # type: ignore[arg-type]
+def tiny(tmp: Path, **changes: object) -> GrokConfig:
+    return replace(GrokConfig(**TINY), root=tmp, **changes)  # type: ignore[arg-type]
 
 
 def test_the_fast_forward_is_the_textbook_transformer():
     torch.manual_seed(0)
-    model = gk.Transformer(replace(gk.GrokConfig(**gk.TINY), p=11)).double()  # type: ignore[arg-type]
+    model = Transformer(replace(GrokConfig(**TINY), p=11)).double()  # type: ignore[arg-type]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))  # off the initial point, attention not uniform
-    pairs, _ = gk.split(model.cfg)
+    pairs, _ = split(model.cfg)
     fast, plain = model(pairs), model.forward_sequence(pairs)
     assert fast.shape == (121, 12)
     torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-10)
@@ -48,13 +57,13 @@ def test_maps_are_labelled_with_their_frequency():
             torch.rand(p, p, generator=torch.Generator().manual_seed(0)),  # memorising noise
         ]
     )
-    spectrum = gk.map_spectrum(maps)
-    freq, dominant, share = gk.label_spectrum(spectrum, p)
+    spectrum = map_spectrum(maps)
+    freq, dominant, share = label_spectrum(spectrum, p)
     assert freq[:3].tolist() == [5, 7, 0]  # the mixed map has no power on any one frequency
     assert dominant[:2].tolist() == [5, 7]
     assert share[0] > 0.99 and share[1] > 0.6 and share[2] < 1e-9
     # white noise: each frequency holds ~8 of the p² - 1 coefficients' power
-    assert share[3] < gk.CHANCE * 8 / (p * p - 1) * 2
+    assert share[3] < CHANCE * 8 / (p * p - 1) * 2
     assert spectrum.shape == (4, p // 2 + 1)
     # Parseval: every non-constant coefficient lands somewhere.
     total = torch.fft.fft2(maps).abs().pow(2).sum((1, 2)) - torch.fft.fft2(maps)[:, 0, 0].abs() ** 2
@@ -71,17 +80,17 @@ def test_key_frequencies_are_read_off_the_embedding():
         angle = 2 * math.pi * k * x / p
         W_E[:p] += strength * (torch.cos(angle)[:, None] * direction[0])
         W_E[:p] += strength * (torch.sin(angle)[:, None] * direction[1])
-    power = gk.embedding_power(W_E, p)
+    power = embedding_power(W_E, p)
     assert power.shape == (15,) and int(power.argmax()) + 1 == 4
-    assert gk.key_frequencies(power) == [4, 9, 13]
+    assert key_frequencies(power) == [4, 9, 13]
     # As in the p = 113 run: five key frequencies, then 2 and 36 above the uniform share
     # (1/56) but far below the key ones, which the largest drop in power leaves out.
     shares = torch.full((56,), 0.002)
     for k, share in [(15, 0.21), (39, 0.2), (11, 0.19), (1, 0.16), (18, 0.14), (2, 0.05)]:
         shares[k - 1] = share
     shares[35] = 0.027
-    assert gk.key_frequencies(shares) == [1, 11, 15, 18, 39]
-    assert gk.key_frequencies(torch.ones(15)) == []
+    assert key_frequencies(shares) == [1, 11, 15, 18, 39]
+    assert key_frequencies(torch.ones(15)) == []
 
 
 def test_phases_are_measured_on_the_curves():
@@ -96,7 +105,7 @@ def test_phases_are_measured_on_the_curves():
             "weight_norm": [100.0, 99, 98, 97, 96, 95, 60, 40, 30, 29.5],
         }
     )
-    bounds = gk.phases(progress)
+    bounds = phases(progress)
     assert bounds == {
         "memorised": 400,  # train accuracy stays >= 99% from here
         "memorisation_end": 300,  # the test-loss peak
@@ -104,7 +113,7 @@ def test_phases_are_measured_on_the_curves():
         "cleanup_end": 800,
         "grokked": 900,
     }
-    assert [gk.phase_of(s, bounds) for s in (0, 300, 400, 500, 600, 800, 900)] == [
+    assert [phase_of(s, bounds) for s in (0, 300, 400, 500, 600, 800, 900)] == [
         "memorisation",
         "memorisation",
         "circuit formation",
@@ -118,7 +127,7 @@ def test_phases_are_measured_on_the_curves():
 @pytest.fixture(scope="module")
 def grokked(tmp_path_factory):
     cfg = tiny(tmp_path_factory.mktemp("grok"))
-    report = gk.run(cfg, progress=False)
+    report = run(cfg, progress=False)
     return cfg, report
 
 
@@ -145,18 +154,29 @@ def test_a_tiny_run_groks_and_its_features_carry_the_key_frequencies(grokked):
 
 def test_the_run_stores_curves_labels_maps_and_phases(grokked):
     cfg, report = grokked
-    db = gk.open_db(cfg.db)
+    db = open_db(cfg.db)
     names = set(db.metrics(cfg.run)["name"].unique())
     assert {"train_loss", "test_acc", "restricted_loss", "excluded_loss"} <= names
     labels = db.table("grok_features", cfg.run)
-    maps = db.table("grok_maps", cfg.run)
     features = db.sql("SELECT step, feature FROM features WHERE run = ?", [cfg.run])
-    assert labels.height == maps.height == features.height
-    assert all(len(m) == cfg.p**2 for m in maps["map"])
+    assert labels.height == features.height
+    # Each live feature gets its panels: the label, its map, its folded spectrum, its bars.
+    counts = db.sql(
+        "SELECT step, feature, count(*) AS n FROM panels WHERE run = ? GROUP BY ALL", [cfg.run]
+    )
+    assert counts.height == features.height and set(counts["n"]) == {4}
+    row = labels.filter(pl.col("step") == cfg.steps).row(0, named=True)
+    note, grid, folded, bars = db.panels(cfg.run, "mlp", cfg.steps, row["feature"])
+    assert (note.kind == "note" and f"**{row['frequency']}**" in note.text) or not row["frequency"]
+    assert grid.values.shape == (cfg.p, cfg.p) and grid.values.min() >= 0
+    assert folded.values.shape == (cfg.p // 2 + 1,) * 2
+    assert bars.values.shape == (1, cfg.p // 2)
+    assert sum(bars.strong) == len(report["keys"])
+    np.testing.assert_allclose(bars.values[0], row["spectrum"][1:], atol=1e-6)
     # A label is the dominant frequency where its share clears chance, else 0. Whether a
     # feature right at the threshold clears it depends on float summation order, so only
     # shares clearly on one side are checked.
-    threshold = gk.CHANCE * 8 / (cfg.p**2 - 1)
+    threshold = CHANCE * 8 / (cfg.p**2 - 1)
     last = labels.filter(pl.col("step") == cfg.steps)
     assert last["share"].is_between(0, 1).all()
     assert ((last["frequency"] == 0) | (last["frequency"] == last["dominant"])).all()
@@ -168,7 +188,7 @@ def test_the_run_stores_curves_labels_maps_and_phases(grokked):
     payload = json.loads(probe["payload"][cfg.p + 2])
     assert (payload["a"], payload["b"]) == (1, 2) and isinstance(payload["train"], bool)
     assert probe["label"][cfg.p + 2] == "1 + 2 = 3"
-    _, train = gk.split(cfg)
+    _, train = split(cfg)
     assert sum(json.loads(x)["train"] for x in probe["payload"]) == int(train.sum())
     live = db.table("grok_live", cfg.run)
     assert live["step"].to_list() == sorted(set(labels["step"]))
@@ -180,12 +200,13 @@ def test_the_run_stores_curves_labels_maps_and_phases(grokked):
     )
     phases = db.table("grok_phases", cfg.run)
     assert phases["count"].sum() > 0
-    assert db.run_config(cfg.run)["renderer"] == "grokking"
+    replay, config = db.replay(cfg.run)
+    assert replay == "grokking" and config["p"] == cfg.p and config["key_frequencies"]
 
 
 def test_the_viewer_draws_a_feature_map_and_its_spectrum(grokked, monkeypatch):
     cfg, _ = grokked
-    db = gk.open_db(cfg.db)
+    db = open_db(cfg.db)
     last = db.features(cfg.run, "mlp", cfg.steps).row(0, named=True)
     monkeypatch.setenv(VIEWER_DBS_ENV, str(cfg.db))
     app = AppTest.from_file(APP, default_timeout=60)
@@ -205,18 +226,18 @@ def test_the_viewer_draws_a_feature_map_and_its_spectrum(grokked, monkeypatch):
 
 def test_the_figures_are_drawn(grokked, tmp_path):
     cfg, report = grokked
-    paths = gk.draw(cfg, report, tmp_path)
+    paths = draw(cfg, report, tmp_path)
     assert [p.name for p in paths] == ["grokking_curves.png", "grokking_maps.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
-    chosen = gk.pick_maps(gk.open_db(cfg.db).table("grok_features", cfg.run), report)
+    chosen = pick_maps(open_db(cfg.db).table("grok_features", cfg.run), report)
     assert len(chosen) == 8 and {s for s, _ in chosen[4:]} == {cfg.steps}
 
 
 def test_the_residual_stream_can_be_watched_instead(tmp_path):
     cfg = tiny(tmp_path, layer="resid", steps=400, log_snapshots=3, dense=(100, 300, 2))
-    report = gk.run(cfg, progress=False)
-    db = gk.open_db(cfg.db)
+    report = run(cfg, progress=False)
+    db = open_db(cfg.db)
     assert db.layers(cfg.run) == ["resid"]
     assert db.saes(cfg.run, "resid")["d_in"].unique().to_list() == [cfg.d_model]
     labels = db.table("grok_features", cfg.run)

@@ -13,7 +13,7 @@ import pytest
 
 from tracker.match import EVENT_SCHEMA
 from tracker.reader import open_db
-from tracker.store import Writer
+from tracker.store import SCHEMA_VERSION, Writer
 
 HERE = Path(__file__).parent
 
@@ -78,7 +78,9 @@ def test_missing_foreign_and_other_version_files(tmp_path):
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(ValueError, match="schema version 0; this tracker reads version 3"):
+    with pytest.raises(
+        ValueError, match=f"schema version 0; this tracker reads version {SCHEMA_VERSION}"
+    ):
         open_db(tmp_path / "old.duckdb")
 
 
@@ -109,7 +111,7 @@ def test_the_writer_refuses_files_it_did_not_create_and_leaves_them_as_they_were
             else "CREATE TABLE meta (key VARCHAR, value VARCHAR)"
         )
         if content == "other-tool":
-            con.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         con.close()
     before = None if content is None else path.read_bytes()
     for open_it in (lambda: Writer(path), lambda: open_db(path)):

@@ -1,17 +1,15 @@
 """The toy-superposition replay end to end (training, callback, SAEs, DB) and its truth."""
 
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-
 from streamlit.testing.v1 import AppTest
-from toy_superposition import ToyConfig, geometry, represented_states, run
 
+from experiments.toy import ToyConfig, geometry, represented_states, run
 from tracker.reader import VIEWER_DBS_ENV, open_db
 
 APP = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
@@ -74,7 +72,17 @@ def test_tiny_replay_finds_the_births_of_represented_features(tiny):
     probe = db.probe("toy")
     assert probe.height == cfg.n_probe
     assert len(json.loads(probe["payload"][0])["x"]) == cfg.n
-    assert db.run_config("toy")["renderer"] == "toy"
+    replay, config = db.replay("toy")
+    assert replay == "toy" and config["steps"] == 3000 and config["n"] == cfg.n
+    # The Feature page's panels: each live feature's note and bars, each checkpoint's WᵀW.
+    feature = int(align.filter(pl.col("step") == 3000)["feature"][0])
+    note, wtw, bars = db.panels("toy", "hidden", 3000, feature)
+    assert note.kind == "note" and wtw.title == "WᵀW at step 3000"
+    final_wtw = [row for row in final.sort("feature")["wtw"]]
+    np.testing.assert_allclose(wtw.values, final_wtw, atol=1e-6)
+    mine = align.filter((pl.col("step") == 3000) & (pl.col("feature") == feature))
+    np.testing.assert_allclose(bars.values[0], mine.sort("true_feature")["cosine"], atol=1e-6)
+    assert bars.strong == tuple(final.sort("feature")["represented"])
 
 
 def test_the_feature_page_draws_wtw_and_the_alignment_with_the_truth(tiny, monkeypatch):

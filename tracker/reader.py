@@ -18,6 +18,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from tracker.calibration import Chance, chance_cosine
+from tracker.panels import Panel, decode
 from tracker.sae import SAE
 from tracker.store import CORE_TABLES, Writer, check_extra_name, query
 
@@ -180,6 +181,21 @@ class Reader:
         if step is None:
             return self.sql(f"SELECT * FROM {name} WHERE run = ?", [run])
         return self.sql(f"SELECT * FROM {name} WHERE run = ? AND step = ?", [run, step])
+
+    def panels(self, run: str, layer: str, step: int, feature: int) -> list[Panel]:
+        """What the Feature page draws for this feature (`Writer.write_panels`): its own
+        panels merged with its checkpoint's by position, its own first at equal positions."""
+        rows = self.sql(
+            "SELECT kind, spec, data FROM panels WHERE run = ? AND layer = ? AND step = ? "
+            "AND (feature = ? OR feature IS NULL) ORDER BY position, feature IS NULL",
+            [run, layer, step, feature],
+        )
+        return [decode(*row) for row in rows.iter_rows()]
+
+    def replay(self, run: str) -> tuple[str, dict[str, object]] | None:
+        """The experiment a run belongs to and its configuration, if one recorded it."""
+        rows = self.sql("SELECT replay, config FROM replays WHERE run = ?", [run])
+        return None if rows.is_empty() else (rows["replay"][0], json.loads(rows["config"][0]))
 
     def failures(self, run: str) -> pl.DataFrame:
         return self.sql("SELECT * FROM failures WHERE run = ? ORDER BY step", [run])

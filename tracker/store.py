@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-SCHEMA_VERSION = 3
+from tracker.panels import Panel, panel_rows
+
+SCHEMA_VERSION = 4
 TOOL = "training-dynamics-tracker"
 """Written in the meta table beside the schema version: the files this tool created."""
 NO_EXTENSIONS: dict[str, str | bool | int | float | list[str]] = {
@@ -59,6 +61,9 @@ CREATE TABLE IF NOT EXISTS probe (run VARCHAR, probe_index INTEGER, label VARCHA
     payload JSON);
 CREATE TABLE IF NOT EXISTS failures (run VARCHAR, layer VARCHAR, step BIGINT, error VARCHAR,
     failed_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS panels (run VARCHAR, layer VARCHAR, step BIGINT, feature INTEGER,
+    position INTEGER, kind VARCHAR, spec JSON, data BLOB);
+CREATE TABLE IF NOT EXISTS replays (run VARCHAR PRIMARY KEY, replay VARCHAR, config JSON);
 """
 
 # Tables holding rows of one (run, layer, step) checkpoint: replaced as a whole.
@@ -73,7 +78,16 @@ CHECKPOINT_TABLES = (
     "examples",
 )
 
-CORE_TABLES = ("meta", "runs", "metrics", *CHECKPOINT_TABLES, "probe", "failures")
+CORE_TABLES = (
+    "meta",
+    "runs",
+    "metrics",
+    *CHECKPOINT_TABLES,
+    "probe",
+    "failures",
+    "panels",
+    "replays",
+)
 EXTRA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 T = TypeVar("T")
@@ -251,6 +265,29 @@ class Writer:
         with connect(self.path, read_only=False) as con, _transaction(con):
             con.execute("DELETE FROM probe WHERE run = ?", [run])
             _insert(con, "probe", frame)
+
+    def write_panels(
+        self, run: str, layer: str, step: int, panels: dict[int | None, list[Panel]]
+    ) -> None:
+        """Replace checkpoint (run, layer, step)'s panels for the Feature page,
+        {feature (None: every feature of the checkpoint): panels in drawing order}."""
+        frame = panel_rows(step, panels).select(
+            pl.lit(run).alias("run"), pl.lit(layer).alias("layer"), pl.all()
+        )
+        with connect(self.path, read_only=False) as con, _transaction(con):
+            con.execute(
+                "DELETE FROM panels WHERE run = ? AND layer = ? AND step = ?", [run, layer, step]
+            )
+            _insert(con, "panels", frame)
+
+    def write_replay(self, run: str, replay: str, config: dict[str, Any]) -> None:
+        """Record that `run` is experiment `replay`'s, with the configuration it ran with
+        (JSON-serialisable values; paths as strings)."""
+        with connect(self.path, read_only=False) as con:
+            con.execute(
+                "INSERT OR REPLACE INTO replays VALUES (?, ?, ?)",
+                [run, replay, json.dumps(config, default=str)],
+            )
 
     def write_table(self, name: str, run: str, rows: pl.DataFrame) -> None:
         """Replace the run's rows of an experiment's own table (ground truth, validation),

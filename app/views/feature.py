@@ -2,9 +2,9 @@
 
 import altair as alt
 import polars as pl
+import renderers
 import streamlit as st
 from common import MAX_ID, int_param, read, select_run
-from renderers import FeatureView, render
 
 from tracker.reader import with_evidence
 
@@ -75,10 +75,7 @@ if selection:
                 + ": the lineage continues across the gap."
             )
 
-        st.subheader("Top probe examples")
+        st.subheader("At one checkpoint")
         step = st.select_slider("Checkpoint", options=story["step"].to_list(), value=last)
         feature = int(story.filter(pl.col("step") == step)["feature"][0])
-        examples = read(db, "examples", run, layer, step, feature)
-        config = read(db, "run_config", run)
-        view = FeatureView(db, run, layer, step, feature, examples, read(db, "probe", run))
-        render(str(config.get("renderer", "table")), view)
+        renderers.feature(db, run, layer, step, feature)

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from grokking import GrokConfig, Transformer, split
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+from experiments.grokking.config import GrokConfig
+from experiments.grokking.model import Transformer, split
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
-from toy_superposition import ToyConfig, run
+from experiments.toy import ToyConfig, run
 
 
 def score(report: dict) -> dict[str, float]:

@@ -1,0 +1,1 @@
+"""Replays and benchmarks: `python -m experiments.toy`, `python -m experiments.grokking`."""

@@ -1,0 +1,71 @@
+"""What the replays share: a quiet Trainer, a callback keeping the weights they analyse, and
+the run directory they replace."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch import Tensor
+
+from tracker import FeatureTracker
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "experiments" / "figures"
+"""Where the replays' pictures go (the README shows them)."""
+
+
+def trainer(steps: int, callbacks: Sequence[L.Callback], progress: bool) -> L.Trainer:
+    """Runs `steps` optimiser steps on one device (CUDA when present), with no logger,
+    checkpoints or model summary: the tracker records what the replays need."""
+    return L.Trainer(
+        max_steps=steps,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        accelerator="auto",
+        devices=1,
+    )
+
+
+class RecordWeights(L.Callback):
+    """Keeps a CPU copy of the weights at the tracker's snapshot steps (the ground truth of
+    each checkpoint) and every `every` steps (progress measures; 0: only at snapshots).
+
+    `keep` names the state-dict entries to copy (default: all): `states[step][name]`.
+    """
+
+    def __init__(
+        self, tracker: FeatureTracker, every: int = 0, keep: Sequence[str] | None = None
+    ) -> None:
+        self.tracker = tracker
+        self.every = every
+        self.keep = None if keep is None else set(keep)
+        self.states: dict[int, dict[str, Tensor]] = {}
+
+    def _record(self, trainer: L.Trainer, model: L.LightningModule) -> None:
+        step = trainer.global_step
+        if (self.every and step % self.every == 0) or step in (self.tracker.steps or ()):
+            self.states[step] = {
+                k: v.detach().cpu().clone()
+                for k, v in model.state_dict().items()
+                if self.keep is None or k in self.keep
+            }
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        self._record(trainer, pl_module)
+
+
+def fresh(run_dir: Path) -> None:
+    """A replay's run is replaced, never appended to: remove a previous run's directory (one
+    the tracker wrote: it holds run.json or a lineage database)."""
+    if (run_dir / "run.json").is_file() or (run_dir / "lineage.duckdb").is_file():
+        shutil.rmtree(run_dir)
