@@ -11,22 +11,22 @@ See README "Events" for the definitions a researcher can check.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-import torch
-from scipy.optimize import nnls
 from torch import Tensor
 
 from tracker.assign import Neighbours, assign_dense, assign_sparse, neighbours
-from tracker.calibration import Chance, activation_rows, chance_cosine, resolve_signal
+from tracker.calibration import Chance, chance_cosine, resolve_signal
 from tracker.config import MatchConfig
+from tracker.results import EDGE_SCHEMA, EVENT_SCHEMA, Edge, Event, MatchResult
 from tracker.sae import SAE
+from tracker.side import Side, side
+from tracker.splits import candidates
 from tracker.witness import (
-    Codes,
+    NO_VERDICT,
     Presence,
+    Verdict,
     act_corr,
     check,
     containment,
@@ -35,129 +35,6 @@ from tracker.witness import (
 )
 
 log = logging.getLogger(__name__)
-
-EDGE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "source": pl.Int64,
-    "target": pl.Int64,
-    "cosine": pl.Float64,
-    "act_corr": pl.Float64,
-    "kind": pl.Utf8,
-    "gap": pl.Int64,
-}
-EVENT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "kind": pl.Utf8,
-    "sources": pl.List(pl.Int64),
-    "targets": pl.List(pl.Int64),
-    "confidence": pl.Float64,
-    "match_confidence": pl.Float64,
-    "score": pl.Float64,
-    "witness": pl.Utf8,
-    "presence": pl.Float64,
-    "presence_corr": pl.Float64,
-    "gap": pl.Int64,
-    "seeds": pl.Int64,
-    "confirmed": pl.Int64,
-}
-
-
-class _Edge(NamedTuple):
-    prev: int
-    """Live row of the earlier side."""
-    next: int | None
-    """Live row of the later side; None for a `missed` edge."""
-    kind: str
-    corr: float | None = None
-    """Activation correlation for a `missed` edge (the witness's), else computed at the end."""
-
-
-class _Event(NamedTuple):
-    kind: str
-    prev: list[int]
-    next: list[int]
-    confidence: float
-    match_confidence: float
-    score: float
-    witness: str | None
-    presence: float | None
-    presence_corr: float | None
-    seeds: int | None
-
-
-class MatchResult(NamedTuple):
-    """Edges and events between two checkpoints, with the calibration they were read at."""
-
-    edges: pl.DataFrame
-    """source, target (feature indices of each SAE), cosine, act_corr (null without
-    activations), kind ("continuation", "split" or "merge")."""
-    events: pl.DataFrame
-    """kind (birth, death, split, merge), sources, targets, confidence (see
-    `event_confidence`), match_confidence (what matching alone gave it, before the witness
-    and the seeds), score (R² gain for split/merge, best cosine to the other side for
-    birth/death), and the evidence: witness
-    ("absent": the activations agree, "present": they contradict, null without
-    activations), presence and presence_corr (the witness's strength and correlation: of a
-    born feature in the earlier activations, of a dying one in the later, of the least
-    present split child / merge parent), gap (checkpoints skipped, see `lineage.Chain`),
-    seeds (2 when every feature of the event is stable, found by most of the fitted seeds;
-    else 1) and confirmed
-    (set by `chain.Chain`: the step where another seed found the lineage of a feature this
-    checkpoint's second seed did not)."""
-    tau: float
-    """The continuation threshold used: max(tau_match, chance quantile)."""
-    chance: Chance
-    note: str = ""
-    """Why the result is empty, when it is."""
-    signal: str = "decoder"
-    """What features were matched on: "decoder" cosine or "activation" correlation."""
-
-
-@dataclass(frozen=True)
-class Side:
-    """One checkpoint's live features."""
-
-    sae: SAE
-    acts: Tensor | None
-    """Its checkpoint's probe activations [n, d], when given."""
-    ids: np.ndarray
-    """Feature index in its SAE of each live row."""
-    W: Tensor
-    """[F_live, d] unit decoder rows."""
-    codes: Codes | None
-    stable: np.ndarray | None
-    S: Tensor
-    """[F_live, m] unit rows compared by dot product: W itself, or with the activation signal
-    the centred activation columns over the probe set (their dot product is the Pearson
-    correlation; a feature constant on the probe set has a zero row)."""
-
-    def on_activations(self) -> Side:
-        if self.codes is None:
-            raise ValueError("MatchConfig.signal='activation' needs acts_prev and acts_next")
-        return replace(self, S=activation_rows(self.codes.z))
-
-    def seeds(self, rows: list[int]) -> int | None:
-        """2 when all of `rows` are stable (most seeds find them), else 1; None without a
-        noise floor."""
-        return None if self.stable is None else 1 + int(bool(self.stable[rows].all()))
-
-
-def _side(
-    sae: SAE, name: str, cfg: MatchConfig, acts: Tensor | None, stable: Tensor | None
-) -> Side:
-    W = sae.W_dec.detach().float().cpu()
-    if not bool(torch.isfinite(W).all()):
-        raise ValueError(f"{name}: the decoder holds NaN or Inf")
-    ids = np.flatnonzero(sae.live(cfg.min_frequency, cfg.min_activation).numpy())
-    W = W[torch.from_numpy(ids)]
-    W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    codes = Codes.of(sae, acts, ids, name) if acts is not None else None
-    stable_live = None
-    if stable is not None:
-        if stable.shape[0] != sae.d_sae:
-            raise ValueError(
-                f"{name}: stable mask has {stable.shape[0]} entries, the SAE {sae.d_sae} features"
-            )
-        stable_live = stable.cpu().numpy().astype(bool)[ids]
-    return Side(sae, acts, ids, W, codes, stable_live, W)
 
 
 def match(
@@ -197,8 +74,8 @@ def match(
             f"acts_prev and acts_next must hold the same probe inputs, got "
             f"{acts_prev.shape[0]} and {acts_next.shape[0]} rows"
         )
-    prev = _side(sae_prev, "sae_prev", cfg, acts_prev, stable_prev)
-    nxt = _side(sae_next, "sae_next", cfg, acts_next, stable_next)
+    prev = side(sae_prev, "sae_prev", cfg, acts_prev, stable_prev)
+    nxt = side(sae_next, "sae_next", cfg, acts_next, stable_next)
     width = max(len(prev.ids), len(nxt.ids))
     chance = chance_cosine(sae_prev.d, width, cfg.chance_quantile)
     signal = resolve_signal(cfg, sae_prev.d, width, acts_prev is not None)
@@ -222,8 +99,8 @@ class _Matcher:
             None if self.empty else neighbours(prev.S, nxt.S, cfg.candidates)
         )
         self.cand_min = max(cfg.candidate_min_cos, chance.quantile)
-        self.edges: list[_Edge] = []
-        self.events: list[_Event] = []
+        self.edges: list[Edge] = []
+        self.events: list[Event] = []
 
     def run(self) -> MatchResult:
         used_prev = np.zeros(len(self.prev.ids), bool)
@@ -245,11 +122,11 @@ class _Matcher:
             return None
         return check(side.sae, side.ids[rows].tolist(), side.codes.z[:, rows], other.acts, self.cfg)
 
-    def _witness(self, side: Side, rows: list[int], other: Side) -> tuple[str | None, float, float]:
+    def _witness(self, side: Side, rows: list[int], other: Side) -> Verdict:
         """(witness, presence, corr) of an event whose features `rows` of `side` should be
         absent from `other`'s activations (see `witness.verdict`)."""
         found = self._presence(side, rows, other)
-        return (None, float("nan"), float("nan")) if found is None else verdict(found)
+        return NO_VERDICT if found is None else verdict(found)
 
     def _event(self, kind: str, ps: list[int], ns: list[int], conf: float, score: float) -> None:
         """Record an event with its evidence: the activation witness (split children and
@@ -262,7 +139,7 @@ class _Matcher:
         known = [s for s in sides if s is not None]
         seeds = min(known) if known else None
         self.events.append(
-            _Event(
+            Event(
                 kind,
                 ps,
                 ns,
@@ -279,7 +156,9 @@ class _Matcher:
     # -- splits and merges ---------------------------------------------------------------
 
     def _splits_and_merges(self, used_prev: np.ndarray, used_next: np.ndarray) -> None:
-        for kind, parent, parts, gain in self._split_merge_candidates():
+        assert self.nb is not None
+        found = candidates(self.prev.S, self.nxt.S, self.nb, self.cfg, self.cand_min)
+        for kind, parent, parts, gain in found:
             ps, ns = ([parent], parts) if kind == "split" else (parts, [parent])
             if used_prev[ps].any() or used_next[ns].any():
                 continue
@@ -287,45 +166,7 @@ class _Matcher:
             witness = self._containment_ok(kind, ps, ns)
             conf = min(1.0, gain / (2 * self.cfg.split_min_gain)) * (1.0 if witness else 0.4)
             self._event(kind, ps, ns, conf, gain)
-            self.edges += [_Edge(p, n, kind) for p in ps for n in ns]
-
-    def _split_merge_candidates(self) -> list[tuple[str, int, list[int], float]]:
-        assert self.nb is not None
-        found = []
-        for kind, own, other, idx, cos in (
-            ("split", self.prev.S, self.nxt.S, self.nb.of_prev, self.nb.of_prev_cos),
-            ("merge", self.nxt.S, self.prev.S, self.nb.of_next, self.nb.of_next_cos),
-        ):
-            # Only rows with two candidates and no single neighbour that already explains
-            # too much can qualify; finding them first keeps NNLS off most rows.
-            can = ((cos >= self.cand_min).sum(1) >= 2) & (
-                cos[:, 0].clamp_min(0) ** 2 <= 1 - self.cfg.split_min_gain
-            )
-            for row in can.nonzero().flatten().tolist():
-                fit = self._rebuild(own[row], other, idx[row], cos[row])
-                if fit is not None:
-                    found.append((kind, row, fit[0], fit[1]))
-        found.sort(key=lambda f: -f[3])
-        return found
-
-    def _rebuild(self, target: Tensor, other: Tensor, idx: Tensor, cos: Tensor):
-        """(parts, R² gain) when `target` is rebuilt by >= 2 of its neighbours clearly
-        better than by its best one alone; None otherwise."""
-        cfg = self.cfg
-        r2_single = max(float(cos[0]), 0.0) ** 2
-        parts = idx[cos >= self.cand_min]
-        for _ in range(2):  # fit, drop minor parts, refit
-            w, residual = nnls(other[parts].double().numpy().T, target.double().numpy())
-            share = w / max(w.sum(), 1e-12)
-            if (share >= cfg.split_min_share).all():
-                break
-            parts = parts[torch.from_numpy(share >= cfg.split_min_share)]
-            if len(parts) < 2:
-                return None
-        r2 = 1.0 - residual**2
-        if len(parts) < 2 or r2 < cfg.split_min_r2 or r2 - r2_single < cfg.split_min_gain:
-            return None
-        return parts.tolist(), r2 - r2_single
+            self.edges += [Edge(p, n, kind) for p in ps for n in ns]
 
     def _containment_ok(self, kind: str, ps: list[int], ns: list[int]) -> bool:
         """Split children fire inside their parent's support; merge parents inside the
@@ -359,7 +200,7 @@ class _Matcher:
             pairs = zip(found.prev, found.next, strict=True)
         for p, n in pairs:
             used_prev[p], used_next[n] = True, True
-            self.edges.append(_Edge(int(p), int(n), "continuation"))
+            self.edges.append(Edge(int(p), int(n), "continuation"))
 
     def _births_and_deaths(self, used_prev: np.ndarray, used_next: np.ndarray) -> None:
         """What nothing explains is born or dies, unless the activations say that a dying
@@ -369,7 +210,7 @@ class _Matcher:
         if found is not None:
             for row, present, corr in zip(dying, found.present, found.corr, strict=True):
                 if present:
-                    self.edges.append(_Edge(row, None, "missed", float(corr)))
+                    self.edges.append(Edge(row, None, "missed", float(corr)))
             dying = [row for row, present in zip(dying, found.present, strict=True) if not present]
         for kind, rows in (("death", dying), ("birth", np.flatnonzero(~used_next).tolist())):
             for row in rows:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -126,13 +127,26 @@ def check(
     )
 
 
-def verdict(found: Presence) -> tuple[str, float, float]:
-    """(witness, strength, corr) of an event whose features should all be absent where
-    `found` looked: contradicted when every one is present there; the evidence is that of
-    the least present one."""
+class Verdict(NamedTuple):
+    """What the activations say about an event whose features should be absent."""
+
+    witness: str | None
+    """WITNESSED, CONTRADICTED, or None when there were no activations to look at."""
+    strength: float
+    corr: float
+    """Presence strength and pattern correlation of the least present feature."""
+
+
+NO_VERDICT = Verdict(None, float("nan"), float("nan"))
+
+
+def verdict(found: Presence) -> Verdict:
+    """The verdict on an event whose features should all be absent where `found` looked:
+    contradicted when every one is present there; the evidence is that of the least
+    present one."""
     weakest = int(np.argmin(found.strength))
     witness = CONTRADICTED if found.present.all() else WITNESSED
-    return witness, float(found.strength[weakest]), float(found.corr[weakest])
+    return Verdict(witness, float(found.strength[weakest]), float(found.corr[weakest]))
 
 
 def act_corr(a: Codes, b: Codes, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
