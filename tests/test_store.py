@@ -11,9 +11,10 @@ import duckdb
 import polars as pl
 import pytest
 
+from tracker.db import SCHEMA_VERSION
 from tracker.match import EVENT_SCHEMA
 from tracker.reader import open_db
-from tracker.store import SCHEMA_VERSION, Writer
+from tracker.store import Writer
 
 HERE = Path(__file__).parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tracker.store import connect
+from tracker.db import connect
 
 
 def export_parquet(db: str | Path, out_dir: str | Path) -> list[Path]:

@@ -18,9 +18,10 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from tracker.calibration import Chance, chance_cosine
+from tracker.db import CORE_TABLES, check_extra_name, query
 from tracker.panels import Panel, decode
 from tracker.sae import SAE
-from tracker.store import CORE_TABLES, Writer, check_extra_name, query
+from tracker.store import Writer
 
 VIEWER_DBS_ENV = "TRACKER_DBS"
 """The environment variable through which `tracker app` tells the viewer which files to open."""

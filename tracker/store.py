@@ -1,197 +1,19 @@
-"""The lineage store: one DuckDB file per run, written one whole checkpoint at a time.
+"""The lineage store's writer: whole checkpoints, one transaction each.
 
-DuckDB lets no other process open a file, not even read-only, while one holds it
-read-write. So the writer connects only while it writes a checkpoint, readers connect per
-query (`tracker.reader`), and both retry briefly when the other holds the file. A checkpoint
-is one transaction that first deletes that checkpoint's rows: after a crash the file holds
-whole checkpoints only, and re-running a checkpoint replaces it.
+A checkpoint is one transaction that first deletes that checkpoint's rows: after a crash the
+file holds whole checkpoints only, and re-running a checkpoint replaces it.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import duckdb
 import polars as pl
 
+from tracker.db import CHECKPOINT_TABLES, check_extra_name, connect, insert, transaction
 from tracker.panels import Panel, panel_rows
-
-SCHEMA_VERSION = 4
-TOOL = "training-dynamics-tracker"
-"""Written in the meta table beside the schema version: the files this tool created."""
-NO_EXTENSIONS: dict[str, str | bool | int | float | list[str]] = {
-    "autoload_known_extensions": False,
-    "autoinstall_known_extensions": False,
-}
-"""DuckDB would otherwise fetch an extension from the network for some files (SQLite)."""
-LOCK_RETRY_SECONDS = 10.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE IF NOT EXISTS runs (run VARCHAR PRIMARY KEY, created_at TIMESTAMP, config JSON);
-CREATE TABLE IF NOT EXISTS metrics (run VARCHAR, step BIGINT, name VARCHAR, value DOUBLE);
-CREATE TABLE IF NOT EXISTS checkpoints (run VARCHAR, layer VARCHAR, step BIGINT,
-    prev_step BIGINT, n_probe INTEGER, stable_share DOUBLE, tau DOUBLE, chance_mean DOUBLE,
-    chance_quantile DOUBLE, written_at TIMESTAMP);
-CREATE TABLE IF NOT EXISTS saes (run VARCHAR, layer VARCHAR, step BIGINT, d_in INTEGER,
-    d_sae INTEGER, arch VARCHAR, k INTEGER, seed BIGINT, fvu DOUBLE, l0 DOUBLE,
-    dead_fraction DOUBLE, fit_seconds DOUBLE);
-CREATE TABLE IF NOT EXISTS sae_weights (run VARCHAR, layer VARCHAR, step BIGINT,
-    cfg JSON, weights BLOB);
-CREATE TABLE IF NOT EXISTS features (run VARCHAR, layer VARCHAR, step BIGINT,
-    feature INTEGER, lineage BIGINT, frequency DOUBLE, mean_activation DOUBLE, stable BOOLEAN);
-CREATE TABLE IF NOT EXISTS edges (run VARCHAR, layer VARCHAR, prev_step BIGINT, step BIGINT,
-    source INTEGER, target INTEGER, cosine DOUBLE, act_corr DOUBLE, kind VARCHAR, gap INTEGER);
-CREATE TABLE IF NOT EXISTS events (run VARCHAR, layer VARCHAR, prev_step BIGINT, step BIGINT,
-    kind VARCHAR, sources INTEGER[], targets INTEGER[], confidence DOUBLE,
-    match_confidence DOUBLE, score DOUBLE,
-    witness VARCHAR, presence DOUBLE, presence_corr DOUBLE, gap INTEGER, seeds INTEGER,
-    confirmed BIGINT);
-CREATE TABLE IF NOT EXISTS lineages (run VARCHAR, layer VARCHAR, lineage BIGINT,
-    parent BIGINT, kind VARCHAR, step BIGINT);
-CREATE TABLE IF NOT EXISTS examples (run VARCHAR, layer VARCHAR, step BIGINT,
-    feature INTEGER, rank INTEGER, probe_index INTEGER, activation DOUBLE);
-CREATE TABLE IF NOT EXISTS probe (run VARCHAR, probe_index INTEGER, label VARCHAR,
-    payload JSON);
-CREATE TABLE IF NOT EXISTS failures (run VARCHAR, layer VARCHAR, step BIGINT, error VARCHAR,
-    failed_at TIMESTAMP);
-CREATE TABLE IF NOT EXISTS panels (run VARCHAR, layer VARCHAR, step BIGINT, feature INTEGER,
-    position INTEGER, kind VARCHAR, spec JSON, data BLOB);
-CREATE TABLE IF NOT EXISTS replays (run VARCHAR PRIMARY KEY, replay VARCHAR, config JSON);
-"""
-
-# Tables holding rows of one (run, layer, step) checkpoint: replaced as a whole.
-CHECKPOINT_TABLES = (
-    "checkpoints",
-    "saes",
-    "sae_weights",
-    "features",
-    "edges",
-    "events",
-    "lineages",
-    "examples",
-)
-
-CORE_TABLES = (
-    "meta",
-    "runs",
-    "metrics",
-    *CHECKPOINT_TABLES,
-    "probe",
-    "failures",
-    "panels",
-    "replays",
-)
-EXTRA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-T = TypeVar("T")
-
-
-def check_extra_name(name: str) -> str:
-    """A table name an experiment may add: lower-case identifier, not a core table."""
-    if not EXTRA_NAME.match(name) or name in CORE_TABLES:
-        raise ValueError(
-            f"extra table name must be a lower-case identifier (a-z, 0-9, _) and not one of "
-            f"the core tables {list(CORE_TABLES)}, got {name!r}"
-        )
-    return name
-
-
-def _is_lock_error(err: Exception) -> bool:
-    return isinstance(err, duckdb.IOException) and "lock" in str(err).lower()
-
-
-def with_retry(action: Callable[[], T], path: Path, seconds: float = LOCK_RETRY_SECONDS) -> T:
-    """Run `action`, retrying while another process holds the database file."""
-    deadline, pause = time.monotonic() + seconds, 0.01
-    while True:
-        try:
-            return action()
-        except duckdb.Error as err:
-            if not _is_lock_error(err) or time.monotonic() > deadline:
-                if _is_lock_error(err):
-                    raise RuntimeError(
-                        f"database {path} stayed locked by another process for {seconds:.0f}s"
-                    ) from err
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
-
-
-@contextmanager
-def connect(path: str | Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection, retried while the file is locked; checks the schema. In
-    write mode a missing file is created with the schema; an existing one must be a lineage
-    database of this version already (the store writes only into files it created)."""
-    file = Path(path)
-    if read_only and not file.exists():
-        raise FileNotFoundError(f"database {file} does not exist")
-    if file.exists():
-        _check_file(file)
-    con = with_retry(
-        lambda: duckdb.connect(str(file), read_only=read_only, config=NO_EXTENSIONS), file
-    )
-    try:
-        if not read_only and _is_empty(con):  # new (or created but never written to)
-            with _transaction(con):
-                con.execute(SCHEMA)
-                con.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('tool', ?)",
-                    [str(SCHEMA_VERSION), TOOL],
-                )
-        _check_version(con, file)
-        yield con
-    finally:
-        con.close()
-
-
-def _is_empty(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()
-    return row is not None and row[0] == 0
-
-
-def _check_file(file: Path) -> None:
-    """One line for what is not a DuckDB file, before DuckDB opens it (it would try to load
-    an extension for a SQLite file, and fail with a traceback on the rest)."""
-    if file.is_dir():
-        raise ValueError(f"{file} is a directory, not a lineage database")
-    with file.open("rb") as f:
-        head = f.read(12)
-    if len(head) < 12 or head[8:12] != b"DUCK":
-        what = "an empty file" if not head else "not a DuckDB file"
-        raise ValueError(f"{file} is {what}, not a lineage database")
-
-
-def _check_version(con: duckdb.DuckDBPyConnection, file: Path) -> None:
-    try:
-        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-        tool = con.execute("SELECT value FROM meta WHERE key = 'tool'").fetchall()
-    except duckdb.CatalogException as err:
-        raise ValueError(
-            f"{file} is a DuckDB file but not a lineage database (no meta table): the tracker "
-            "writes only into files it created"
-        ) from err
-    if rows and rows[0][0] == str(SCHEMA_VERSION) and tool != [(TOOL,)]:
-        raise ValueError(f"{file} is not a lineage database (its meta table is another tool's)")
-    if not rows or rows[0][0] != str(SCHEMA_VERSION):
-        found = rows[0][0] if rows else "none"
-        raise ValueError(
-            f"{file} has lineage schema version {found}; this tracker reads version "
-            f"{SCHEMA_VERSION}: re-run `tracker analyze` or `tracker fit` to rebuild it"
-        )
-
-
-def query(path: str | Path, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
-    """Run one parameterized read-only query and return a polars DataFrame."""
-    with connect(path, read_only=True) as con:
-        table = con.sql(sql, params=params or []).to_arrow_table()
-        return pl.from_arrow(table)  # type: ignore[return-value]
 
 
 class Writer:
@@ -214,12 +36,12 @@ class Writer:
         if rows.is_empty():
             return
         frame = rows.select(pl.lit(run).alias("run"), "step", "name", "value")
-        with connect(self.path, read_only=False) as con, _transaction(con):
+        with connect(self.path, read_only=False) as con, transaction(con):
             con.register("new_rows", frame.to_arrow())
             con.execute(
                 "DELETE FROM metrics WHERE run = ? AND step IN (SELECT step FROM new_rows)", [run]
             )
-            _insert(con, "metrics", frame)
+            insert(con, "metrics", frame)
 
     def write_checkpoint(
         self,
@@ -239,7 +61,7 @@ class Writer:
             raise ValueError(f"not checkpoint tables: {sorted(unknown)}")
         if revise is not None and revise[0] >= step:
             raise ValueError(f"can only revise an earlier step's events, not {revise[0]}")
-        with connect(self.path, read_only=False) as con, _transaction(con):
+        with connect(self.path, read_only=False) as con, transaction(con):
             for table in CHECKPOINT_TABLES:
                 con.execute(
                     f"DELETE FROM {table} WHERE run = ? AND layer = ? AND step = ?",
@@ -256,15 +78,15 @@ class Writer:
                 full = frame.with_columns(pl.lit(run).alias("run"), pl.lit(layer).alias("layer"))
                 if "step" not in full.columns:
                     full = full.with_columns(pl.lit(at, dtype=pl.Int64).alias("step"))
-                _insert(con, table, full)
+                insert(con, table, full)
 
     def write_probe(self, run: str, rows: pl.DataFrame) -> None:
         """Replace the run's probe inputs: probe_index, label and payload (a JSON string the
         experiment's renderer reads, e.g. the input vector)."""
         frame = rows.select(pl.lit(run).alias("run"), "probe_index", "label", "payload")
-        with connect(self.path, read_only=False) as con, _transaction(con):
+        with connect(self.path, read_only=False) as con, transaction(con):
             con.execute("DELETE FROM probe WHERE run = ?", [run])
-            _insert(con, "probe", frame)
+            insert(con, "probe", frame)
 
     def write_panels(
         self, run: str, layer: str, step: int, panels: dict[int | None, list[Panel]]
@@ -274,11 +96,11 @@ class Writer:
         frame = panel_rows(step, panels).select(
             pl.lit(run).alias("run"), pl.lit(layer).alias("layer"), pl.all()
         )
-        with connect(self.path, read_only=False) as con, _transaction(con):
+        with connect(self.path, read_only=False) as con, transaction(con):
             con.execute(
                 "DELETE FROM panels WHERE run = ? AND layer = ? AND step = ?", [run, layer, step]
             )
-            _insert(con, "panels", frame)
+            insert(con, "panels", frame)
 
     def write_replay(self, run: str, replay: str, config: dict[str, Any]) -> None:
         """Record that `run` is experiment `replay`'s, with the configuration it ran with
@@ -297,36 +119,15 @@ class Writer:
         if "run" in rows.columns:
             raise ValueError(f"table {name}: rows must not hold a 'run' column, it is added")
         frame = rows.select(pl.lit(run).alias("run"), pl.all())
-        with connect(self.path, read_only=False) as con, _transaction(con):
+        with connect(self.path, read_only=False) as con, transaction(con):
             con.register("new_rows", frame.to_arrow())
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM new_rows LIMIT 0")
             con.unregister("new_rows")
             con.execute(f"DELETE FROM {name} WHERE run = ?", [run])
-            _insert(con, name, frame)
+            insert(con, name, frame)
 
     def write_failure(self, run: str, layer: str, step: int, error: str) -> None:
         with connect(self.path, read_only=False) as con:
             con.execute(
                 "INSERT INTO failures VALUES (?, ?, ?, ?, now())", [run, layer, step, error]
             )
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Bulk insert through Arrow (row-by-row inserts are ~1000x slower), by column name."""
-    if frame.is_empty():
-        return
-    columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
-    con.register("new_rows", frame.select(columns).to_arrow())
-    con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")
-    con.unregister("new_rows")
-
-
-@contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
