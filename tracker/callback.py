@@ -15,13 +15,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
-from tracker.capture import Selector, capture, resolve_modules
+from tracker.capture import Selector, capture, gather_rows, resolve_modules
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
-from tracker.snapshots import DTYPES, RunDir, check_layer_name
+from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, check_layer_name
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,7 @@ class FeatureTracker(Callback):
         self.taken: set[int] = set()
         self.steps: list[int] | None = None
         self._modules: dict[str, torch.nn.Module] = {}
-        self._pending_metrics: list[dict[str, Any]] = []
-        self._metrics_step: int | None = None
+        self._metrics = MetricsBuffer(self.run_dir)
 
     # -- set-up: every check that can run before training does ---------------------------
 
@@ -211,14 +210,14 @@ class FeatureTracker(Callback):
     ) -> None:
         step = trainer.global_step
         if step % self.metrics_every == 0:
-            self._record_metrics(trainer, step)
+            self._metrics.record(step, trainer.callback_metrics)
         self._maybe_snapshot(trainer, pl_module)
         self._log_fitted(trainer)
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._maybe_snapshot(trainer, pl_module, final=True)
-        self._flush_metrics(trainer)
+        self._metrics.flush(write=trainer.is_global_zero)
         self._finish(trainer)
 
     @override
@@ -259,7 +258,10 @@ class FeatureTracker(Callback):
         rows = self.probe.shard(rank, world)
         acts = self._capture(pl_module, self.probe.batches(rows))
         if world > 1:
-            acts = {name: self._gather(trainer, x, len(rows)) for name, x in acts.items()}
+            acts = {
+                name: gather_rows(trainer.strategy, trainer.world_size, x, len(rows), self.n_probe)
+                for name, x in acts.items()
+            }
         for name, x in acts.items():
             if x.shape[0] != self.n_probe:
                 raise ValueError(
@@ -267,11 +269,11 @@ class FeatureTracker(Callback):
                     "is it called more than once per forward?"
                 )
         self.taken.add(step)
-        self._record_metrics(trainer, step)
+        self._metrics.record(step, trainer.callback_metrics)
         if trainer.is_global_zero:
             for name, x in acts.items():
                 self.run_dir.write_activations(name, step, x, self.dtype)
-            self._flush_metrics(trainer)
+            self._metrics.flush(write=trainer.is_global_zero)
             if self._fitter is not None:
                 self._fitter.submit(step)
         log.info("snapshot of %d modules at step %d", len(acts), step)
@@ -286,15 +288,6 @@ class FeatureTracker(Callback):
             moved,
             lambda batch: self.forward(pl_module, batch),
         )
-
-    def _gather(self, trainer: Trainer, x_ND: Tensor, n_rows: int) -> Tensor:
-        """All ranks' shards, in probe order. Shards are padded to one size for all_gather."""
-        per_rank = -(-self.n_probe // trainer.world_size)
-        padded = x_ND.new_zeros(per_rank, x_ND.shape[1])
-        padded[:n_rows] = x_ND
-        device = trainer.strategy.root_device
-        gathered = trainer.strategy.all_gather(padded.to(device))
-        return gathered.reshape(-1, x_ND.shape[1])[: self.n_probe].cpu()
 
     # -- metrics ------------------------------------------------------------------------------
 
@@ -311,19 +304,6 @@ class FeatureTracker(Callback):
             metrics = {f"tracker/{layer}/{name}": value for name, value in numbers.items()}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
-
-    def _record_metrics(self, trainer: Trainer, step: int) -> None:
-        if step == self._metrics_step:  # once per step (accumulation repeats a step's batches)
-            return
-        self._metrics_step = step
-        for name, value in trainer.callback_metrics.items():
-            if isinstance(value, Tensor) and value.numel() == 1:
-                self._pending_metrics.append({"step": step, "name": name, "value": float(value)})
-
-    def _flush_metrics(self, trainer: Trainer) -> None:
-        if trainer.is_global_zero:
-            self.run_dir.append_metrics(self._pending_metrics)
-        self._pending_metrics = []
 
     # -- resume -------------------------------------------------------------------------------
 

@@ -112,3 +112,13 @@ def capture(
             raise ValueError(f"module {name!r} was not called during the probe forward")
         out[name] = torch.cat(parts)
     return out
+
+
+def gather_rows(strategy: Any, world_size: int, x_ND: Tensor, n_rows: int, n_probe: int) -> Tensor:
+    """Every rank's shard of the probe activations (`n_rows` valid rows of `x_ND` here), in
+    probe order, on the CPU. Shards are padded to one size for `strategy.all_gather`."""
+    per_rank = -(-n_probe // world_size)
+    padded = x_ND.new_zeros(per_rank, x_ND.shape[1])
+    padded[:n_rows] = x_ND
+    gathered = strategy.all_gather(padded.to(strategy.root_device))
+    return gathered.reshape(-1, x_ND.shape[1])[:n_probe].cpu()

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,27 @@ def scan_activation_dir(path: str | Path) -> dict[str, dict[int, Path]]:
             f"{root} holds no activation files (<step>.npy, <step>.safetensors or <layer>/<step>.*)"
         )
     return layers
+
+
+class MetricsBuffer:
+    """Training metrics (`trainer.callback_metrics`'s scalars) held until the next snapshot,
+    then appended to the run's metrics.jsonl: one write per snapshot, not per step."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+        self.pending: list[dict[str, Any]] = []
+        self.step: int | None = None
+
+    def record(self, step: int, metrics: Mapping[str, Any]) -> None:
+        if step == self.step:  # once per step (accumulation repeats a step's batches)
+            return
+        self.step = step
+        for name, value in metrics.items():
+            if isinstance(value, Tensor) and value.numel() == 1:
+                self.pending.append({"step": step, "name": name, "value": float(value)})
+
+    def flush(self, write: bool) -> None:
+        """Append what is pending (`write`: on the global-zero rank only), then forget it."""
+        if write:
+            self.run_dir.append_metrics(self.pending)
+        self.pending = []
