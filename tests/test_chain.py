@@ -179,7 +179,7 @@ def test_a_resumed_chain_still_confirms_the_last_stored_births():
     at_10 = Checkpoint(10, sae_of(seven), after, stable=stable_but(7, [6]))
     link = first.add(at_10)
     resumed = Chain()
-    resumed.resume(at_10, link.ids, first.ids.next_id, first.stable_at, link.events, 0)
+    resumed.resume(at_10, link.ids, first.ids.next_id, first.confirm.stable_at, link.events, 0)
     revised = resumed.add(Checkpoint(20, sae_of(seven), after, stable=stable_but(7))).revised
     assert revised is not None
     assert revised.select("kind", "confidence", "confirmed").rows() == [("birth", 1.0, 20)]

@@ -13,115 +13,19 @@ both drive a chain, so they read events the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import polars as pl
 import torch
 from torch import Tensor
 
 from tracker.assign import assign_dense
 from tracker.calibration import activation_rows
-from tracker.checkpoint import Checkpoint
-from tracker.config import MatchConfig
+from tracker.checkpoint import Checkpoint, fit_checkpoint
+from tracker.checks import check_steps
+from tracker.config import MatchConfig, SAEConfig
+from tracker.confirm import Confirmations
+from tracker.links import LineageIds, Link, Lost
 from tracker.match import EDGE_SCHEMA, EVENT_SCHEMA, MatchResult, match
-from tracker.sae import SAE
 from tracker.witness import CONTRADICTED, WITNESSED, Presence, check, event_confidence
-
-PARENT_SCHEMA = {"lineage": pl.Int64, "parent": pl.Int64, "kind": pl.Utf8, "step": pl.Int64}
-
-
-class LineageIds:
-    """Lineage ids, advanced one checkpoint at a time: a continuation keeps its parent's
-    lineage; births, split children and merge results start new ones, and splits and merges
-    record their parents. Live features are those that take part in `match`
-    (`MatchConfig.live`)."""
-
-    def __init__(self, config: MatchConfig | None = None) -> None:
-        self.config = config or MatchConfig()
-        self.next_id = 0
-
-    def _new(self) -> int:
-        self.next_id += 1
-        return self.next_id - 1
-
-    def _live(self, sae: SAE) -> list[int]:
-        return (
-            sae.live(self.config.min_frequency, self.config.min_activation)
-            .nonzero()
-            .flatten()
-            .tolist()
-        )
-
-    def start(self, sae: SAE) -> dict[int, int]:
-        return {feature: self._new() for feature in self._live(sae)}
-
-    def advance(
-        self,
-        before: dict[int, int],
-        result: MatchResult,
-        sae: SAE,
-        step: int,
-        carried: dict[int, int] | None = None,
-        events: pl.DataFrame | None = None,
-    ) -> tuple[dict[int, int], list[dict[str, object]]]:
-        """(feature -> lineage at this step, parent rows) after `result`; `carried` maps
-        features that continue a lineage across a gap to that lineage, and `events` (default
-        `result.events`) are the events as the chain reads them."""
-        now: dict[int, int] = dict(carried or {})
-        parents: list[dict[str, object]] = []
-        for row in result.edges.filter(pl.col("kind") == "continuation").iter_rows(named=True):
-            now[row["target"]] = before[row["source"]]
-        for row in (result.events if events is None else events).iter_rows(named=True):
-            for target in row["targets"]:
-                now[target] = self._new()
-                parents += [
-                    {
-                        "lineage": now[target],
-                        "parent": before[source],
-                        "kind": row["kind"],
-                        "step": step,
-                    }
-                    for source in row["sources"]
-                ]
-        for feature in self._live(sae):  # only when a side had nothing live to match
-            if feature not in now:
-                now[feature] = self._new()
-        return now, parents
-
-
-@dataclass
-class Lost:
-    """A lineage whose feature the last SAE(s) missed while the activations still show it."""
-
-    lineage: int
-    seen: Checkpoint
-    """The checkpoint where a SAE last had it."""
-    feature: int
-    z: Tensor
-    """[n] its activations on its own checkpoint."""
-    missed: int = 1
-    """Checkpoints in a row without it so far."""
-
-
-@dataclass
-class Link:
-    """One checkpoint added to a chain."""
-
-    step: int
-    ids: dict[int, int]
-    """feature -> lineage id of every live feature of this checkpoint."""
-    result: MatchResult | None = None
-    """The match with the previous checkpoint (None for the first)."""
-    edges: pl.DataFrame = field(default_factory=pl.DataFrame)
-    """EDGE_SCHEMA plus prev_step: the pairwise edges, `missed` edges of lost features and
-    continuations across a gap (whose prev_step is where the feature was last seen)."""
-    events: pl.DataFrame = field(default_factory=pl.DataFrame)
-    """EVENT_SCHEMA plus prev_step: the pairwise events, less births that continue a lost
-    lineage, plus deaths of lost features."""
-    parents: list[dict[str, object]] = field(default_factory=list)
-    revised: pl.DataFrame | None = None
-    """The previous link's events again, when adding this checkpoint confirmed some of its
-    births (`MatchConfig.confirm`); that link's `events` are replaced by them."""
 
 
 class Chain:
@@ -136,10 +40,7 @@ class Chain:
         self.history: list[Checkpoint] = []
         """The last max_gap + 1 checkpoints, newest (`prev`) last: a birth the activations
         contradict at `prev` is dated back through the ones before it."""
-        self.stable_at: dict[int, int] = {}
-        """lineage -> the last step where another seed also found its feature."""
-        self.before: dict[int, int] = {}
-        """step -> the step of the checkpoint added before it."""
+        self.confirm = Confirmations(self.config)
         self.last: Link | None = None
 
     def resume(
@@ -151,27 +52,39 @@ class Chain:
         events: pl.DataFrame | None = None,
         prev_step: int | None = None,
     ) -> None:
-        """Continue after a stored checkpoint: its lineage ids, `stable_at` (see the
-        attribute), its events (births there may yet be confirmed) and the step before it.
+        """Continue after a stored checkpoint: its lineage ids, `stable_at` (see
+        `Confirmations`), its events (births there may yet be confirmed) and the step before it.
         Lost features are not stored: they end."""
         self.prev, self.prev_ids, self.ids.next_id, self.lost = prev, ids, next_id, []
-        self.history, self.stable_at = [], dict(stable_at or {})
-        self.before = {} if prev_step is None else {prev.step: prev_step}
+        self.history = []
+        self.confirm.resume(prev.step, stable_at, prev_step)
         self.last = None if events is None else Link(prev.step, ids, events=events)
 
+    def fit(self, step: int, acts: object, config: SAEConfig) -> Link:
+        """Fit checkpoint `step` on `acts` (warm-started from the previous checkpoint's SAE
+        when `config.init` says so) and add it: the one fit → match → lineage step that
+        `lineage.track` and the store's `Analyzer` both take."""
+        (step,) = check_steps([step], "a checkpoint's step")
+        if self.prev is not None and step <= self.prev.step:
+            raise ValueError(f"checkpoints must come in step order: {step} after {self.prev.step}")
+        previous = self.prev.sae if self.prev is not None else None
+        return self.add(fit_checkpoint(step, acts, config, self.config, previous))
+
     def add(self, cp: Checkpoint) -> Link:
+        """Add a fitted checkpoint: match it with the previous one, follow lost features,
+        date and confirm events, advance the lineage ids."""
         prev = self.prev
         if prev is not None and cp.step <= prev.step:
             raise ValueError(f"checkpoints must come in step order: {cp.step} after {prev.step}")
         self.prev = cp
         if prev is not None:
-            self.before[cp.step] = prev.step
+            self.confirm.before[cp.step] = prev.step
         if prev is not None and self.config.max_gap > 0:
             self.history = [*self.history, prev][-(self.config.max_gap + 1) :]
         if prev is None:
             self.prev_ids = self.ids.start(cp.sae)
-            self._note_stable(cp, self.prev_ids)
-            self.last = Link(cp.step, self.prev_ids)
+            self.confirm.note_stable(cp, self.prev_ids)
+            self.last = Link(cp.step, self.prev_ids, checkpoint=cp)
             return self.last
         cfg = self.config
         result = match(
@@ -201,9 +114,9 @@ class Chain:
             edges, new_lost = edges.filter(pl.col("kind") != "missed"), []
         carried = {target: lost.lineage for target, lost in found.items()}
         ids, parents = self.ids.advance(self.prev_ids, result, cp.sae, cp.step, carried, events)
-        events = self._confirm_deaths(events, self.prev_ids)
-        self._note_stable(cp, ids)
-        revised = self._confirm_births(cp)
+        events = self.confirm.deaths(events, self.prev_ids)
+        self.confirm.note_stable(cp, ids)
+        revised = self.confirm.births(self.last, cp)
         self.prev_ids, self.lost = ids, still_lost + new_lost
         self.last = Link(
             cp.step,
@@ -213,67 +126,9 @@ class Chain:
             pl.concat([events, *ended], how="diagonal_relaxed"),
             parents,
             revised,
+            cp,
         )
         return self.last
-
-    # -- track confirmation (MatchConfig.confirm) -------------------------------------------
-
-    def _note_stable(self, cp: Checkpoint, ids: dict[int, int]) -> None:
-        if cp.stable is not None:
-            for feature, lineage in ids.items():
-                if bool(cp.stable[feature]):
-                    self.stable_at[lineage] = cp.step
-
-    def _stable_just_before(self, lineage: int, step: int) -> int | None:
-        """The checkpoint before `step` when another seed found `lineage` there, else None
-        (the mirror of a birth's confirmation: one checkpoint, not any time before)."""
-        at = self.stable_at.get(lineage)
-        return at if at is not None and at == self.before.get(step) else None
-
-    def _confirmed(self, row: dict[str, object], at: int | None) -> dict[str, object] | None:
-        """`row` confirmed at step `at`: a witnessed event the noise floor alone capped,
-        raised to the confidence matching gave it; None when it is no such event or there
-        is no `at`."""
-        if (
-            at is None
-            or not self.config.confirm
-            or row["seeds"] != 1
-            or row["witness"] != WITNESSED
-            or row["confirmed"] is not None
-        ):
-            return None
-        conf = event_confidence(row["match_confidence"], WITNESSED, 2, self.config)  # type: ignore[arg-type]
-        if conf <= row["confidence"]:  # type: ignore[operator]
-            return None  # matching alone gave no more: nothing to confirm
-        return row | {"confidence": conf, "confirmed": at}
-
-    def _confirm_deaths(self, events: pl.DataFrame, before: dict[int, int]) -> pl.DataFrame:
-        """Deaths of features whose lineage another seed found at the checkpoint before."""
-        rows = list(events.iter_rows(named=True))
-        for i, row in enumerate(rows):
-            if row["kind"] == "death":
-                at = self._stable_just_before(before[row["sources"][0]], int(row["prev_step"]))
-                rows[i] = self._confirmed(row, at) or row
-        return pl.DataFrame(rows, schema=events.schema)
-
-    def _confirm_births(self, cp: Checkpoint) -> pl.DataFrame | None:
-        """The previous link's events with its births confirmed where another seed finds
-        the born lineage at `cp`; None when none is."""
-        last = self.last
-        if last is None or last.events.is_empty():
-            return None
-        rows = list(last.events.iter_rows(named=True))
-        changed = False
-        for i, row in enumerate(rows):
-            born = last.ids.get(row["targets"][0]) if row["kind"] == "birth" else None
-            if born is not None and self.stable_at.get(born) == cp.step:
-                confirmed = self._confirmed(row, cp.step)
-                if confirmed is not None:
-                    rows[i], changed = confirmed, True
-        if not changed:
-            return None
-        last.events = pl.DataFrame(rows, schema=last.events.schema)
-        return last.events
 
     # -- births an SAE found late ----------------------------------------------------------
 
@@ -421,7 +276,7 @@ class Chain:
             "seeds": seeds,
             "confirmed": None,
         }
-        row = self._confirmed(row, self._stable_just_before(lost.lineage, lost.seen.step)) or row
+        row = self.confirm.death(row, lost.lineage, lost.seen.step)
         return pl.DataFrame([row], schema={**EVENT_SCHEMA, "prev_step": pl.Int64})
 
 

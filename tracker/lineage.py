@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 import polars as pl
 from tqdm.auto import tqdm
 
-from tracker.chain import PARENT_SCHEMA, Chain, LineageIds, Link
-from tracker.checkpoint import Checkpoint, fit_checkpoint
+from tracker.chain import Chain
+from tracker.checkpoint import Checkpoint
 from tracker.checks import check_steps
 from tracker.config import MatchConfig, SAEConfig
+from tracker.links import PARENT_SCHEMA, LineageIds, Link
 from tracker.match import MatchResult
 
 
@@ -52,10 +53,9 @@ def track(
     result = Lineage([], [])
     parents: list[dict[str, object]] = []
     for step in tqdm(sorted(acts), desc="checkpoints", disable=not progress):
-        previous = result.checkpoints[-1].sae if result.checkpoints else None
-        cp = fit_checkpoint(step, acts[step], config, match_config, previous)
-        link = chain.add(cp)
-        result.checkpoints.append(cp)
+        link = chain.fit(step, acts[step], config)
+        assert link.checkpoint is not None
+        result.checkpoints.append(link.checkpoint)
         result.ids[step] = link.ids
         if link.result is not None:
             result.matches.append(link.result)

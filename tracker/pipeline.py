@@ -19,10 +19,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tracker.activations import load_activation_file
-from tracker.chain import PARENT_SCHEMA, Chain, Link
-from tracker.checkpoint import Checkpoint, fit_checkpoint
+from tracker.chain import Chain
+from tracker.checkpoint import Checkpoint
 from tracker.checks import as_activations, check_steps
 from tracker.config import MatchConfig, SAEConfig
+from tracker.links import PARENT_SCHEMA, Link
 from tracker.match import EVENT_SCHEMA
 from tracker.reader import Reader
 from tracker.snapshots import RunDir, scan_activation_dir
@@ -97,13 +98,10 @@ class Analyzer:
         """Fit checkpoint `step`, chain it to the previous ones, write it in one transaction.
         Returns its summary: live features, stable share, FVU and confident events per kind
         (what the callback logs through the trainer's logger)."""
-        (step,) = check_steps([step], "a checkpoint's step")
         prev = self.chain.prev
-        if prev is not None and step <= prev.step:
-            raise ValueError(f"checkpoints must come in step order: {step} after {prev.step}")
-        previous = prev.sae if prev is not None else None
-        cp = fit_checkpoint(step, acts, self.sae_config, self.match_config, previous)
-        link = self.chain.add(cp)
+        link = self.chain.fit(step, acts, self.sae_config)
+        cp = link.checkpoint
+        assert cp is not None
         prev_step = prev.step if prev is not None else None
         revise = None if link.revised is None or prev is None else (prev.step, link.revised)
         self.writer.write_checkpoint(
