@@ -11,11 +11,29 @@ from typing import Any
 import lightning as L
 from torch import Tensor
 
-from tracker import FeatureTracker
+from tracker import FeatureTracker, SAEConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "experiments" / "figures"
 """Where the replays' pictures go (the README shows them)."""
+
+
+def feature_tracker(
+    cfg: Any, layer: str, probe: Tensor, schedule: Any, sae: dict[str, Any], **options: Any
+) -> FeatureTracker:
+    """A replay's tracker on one layer: run, root, fit mode and the SAE's size, steps and
+    seed from the replay's config `cfg`; `sae` holds the other SAEConfig fields and
+    `options` the other FeatureTracker arguments."""
+    return FeatureTracker(
+        modules=[layer],
+        probe=probe,
+        schedule=schedule,
+        run=cfg.run,
+        root=cfg.root,
+        sae=SAEConfig(d_sae=cfg.d_sae, k=cfg.k, steps=cfg.sae_steps, seed=cfg.seed, **sae),
+        fit=cfg.fit,
+        **options,
+    )
 
 
 def trainer(steps: int, callbacks: Sequence[L.Callback], progress: bool) -> L.Trainer:

@@ -19,7 +19,6 @@ from experiments.grokking.features import feature_maps
 from experiments.grokking.fourier import embedding_power, key_frequencies
 from experiments.grokking.model import FullBatch, Transformer, split
 from experiments.grokking.progress import progress_measures
-from tracker import FeatureTracker, MatchConfig, SAEConfig
 from tracker.pipeline import fit_run
 from tracker.store import Writer
 
@@ -34,22 +33,12 @@ def run(cfg: GrokConfig, progress: bool = True) -> dict[str, Any]:
     pairs, train = split(cfg)
     y = pairs.sum(1) % cfg.p
     layer = LAYERS[cfg.layer]
-    tracker = FeatureTracker(
-        modules=[layer],
-        probe=pairs,
-        schedule=cfg.schedule(),
-        run=cfg.run,
-        root=cfg.root,
-        sae=SAEConfig(
-            d_sae=cfg.d_sae,
-            k=cfg.k,
-            steps=cfg.sae_steps,
-            batch_size=cfg.sae_batch,
-            seed=cfg.seed,
-            init="previous",
-        ),
-        match=MatchConfig(),
-        fit=cfg.fit,  # type: ignore[arg-type]
+    tracker = common.feature_tracker(
+        cfg,
+        layer,
+        pairs,
+        cfg.schedule(),
+        {"batch_size": cfg.sae_batch, "init": "previous"},
         probe_batch_size=4096,
         metrics_every=cfg.eval_every,
     )

@@ -18,7 +18,7 @@ from experiments.toy.config import LAYER, ToyConfig
 from experiments.toy.model import SparseFeatures, ToyModel, sparse_features
 from experiments.toy.truth import alignment_table, truth_table
 from experiments.toy.validate import validate
-from tracker import FeatureTracker, MatchConfig, SAEConfig
+from tracker import MatchConfig
 from tracker.store import Writer
 
 
@@ -31,25 +31,15 @@ def run(cfg: ToyConfig, progress: bool = True) -> dict[str, Any]:
     probe = sparse_features(
         cfg.n_probe, cfg.n, cfg.sparsity, torch.Generator().manual_seed(10_000 + cfg.seed)
     )
-    tracker = FeatureTracker(
-        modules=[LAYER],
-        probe=probe,
-        schedule=f"log:{cfg.snapshots}",
-        run=cfg.run,
-        root=cfg.root,
-        sae=SAEConfig(
-            d_sae=cfg.d_sae,
-            k=cfg.k,
-            steps=cfg.sae_steps,
-            batch_size=1024,
-            seed=cfg.seed,
-            init=cfg.sae_init,  # type: ignore[arg-type]
-            **cfg.sae,
-        ),
+    tracker = common.feature_tracker(
+        cfg,
+        LAYER,
+        probe,
+        f"log:{cfg.snapshots}",
+        {"batch_size": 1024, "init": cfg.sae_init, **cfg.sae},
         match=MatchConfig(
             min_activation=cfg.min_activation, min_frequency=cfg.min_frequency, **cfg.match
         ),
-        fit=cfg.fit,  # type: ignore[arg-type]
         dtype="float32",
         metrics_every=max(cfg.steps // 100, 1),
     )
