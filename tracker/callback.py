@@ -119,7 +119,8 @@ class FeatureTracker(Callback):
                 f"select must give a selector for each watched module {list(modules)}, "
                 f"got {sorted(selectors)}"
             )
-        self.names = list(modules)
+        self.layers = list(modules)
+        """The watched layers: module names from `model.named_modules()`."""
         self.probe = ProbeSet(probe, probe_batch_size)
         self.n_probe = len(self.probe)
         self.schedule = Schedule.parse(schedule)
@@ -145,7 +146,7 @@ class FeatureTracker(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._modules = resolve_modules(pl_module, self.names)
+            self._modules = resolve_modules(pl_module, self.layers)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -178,7 +179,7 @@ class FeatureTracker(Callback):
                 self._fitter = SnapshotFitter(
                     self.run_dir,
                     self.run,
-                    self.names,
+                    self.layers,
                     self.sae,
                     self.match,
                     background=self.fit_mode == "background",
