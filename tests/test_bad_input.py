@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny import TinyNet
 
 from tracker import FeatureTracker, MatchConfig, SAEConfig
 from tracker.activations import load_activation_file
@@ -20,6 +21,7 @@ from tracker.capture import select
 from tracker.cli import main
 from tracker.lineage import track
 from tracker.pipeline import Analyzer, analyze, fit_run
+from tracker.posthoc import capture_checkpoints
 from tracker.reader import open_db
 from tracker.schedule import Schedule
 from tracker.store import Writer
@@ -68,6 +70,22 @@ def old_version(path: Path) -> None:
 def tracker(**kwargs: object) -> FeatureTracker:
     args: dict[str, object] = {"modules": ["body.0"], "probe": X, "schedule": [0]}
     return FeatureTracker(**{**args, **kwargs})  # type: ignore[arg-type]
+
+
+OTHER = {"head.weight": torch.zeros(2, 2)}
+
+
+def tiny_state(path: Path) -> None:
+    torch.save(TinyNet().state_dict(), path)
+
+
+def not_a_model() -> str:
+    return "a model"
+
+
+def capture(tmp: Path, source: Path, build: object = None) -> object:
+    """`tracker capture` of `source` into tmp/runs, with TinyNet unless told."""
+    return capture_checkpoints(source, build or TinyNet, ["body.0"], X, "r", tmp / "runs")
 
 
 def out_of_order(tmp: Path) -> None:
@@ -311,6 +329,38 @@ CASES = [
         lambda t: select(torch.tensor(1.0), "flatten", "body.0"),
         ValueError,
         r"module 'body.0' returned a scalar, not a \[batch, ...\] tensor",
+    ),
+    # a finished run's checkpoints (`tracker capture`)
+    Case(
+        "a checkpoint whose step cannot be read from its name",
+        lambda t: capture(t, file_with(t, "final.pt", lambda p: torch.save({}, p))),
+        ValueError,
+        r"cannot read the step of .*final.pt: name it step<N>, step=<N>, checkpoint-<N> or <N>",
+    ),
+    Case(
+        "a checkpoint holding pickled objects",
+        lambda t: capture(t, file_with(t, "step5.pt", lambda p: torch.save({"w": Evil()}, p))),
+        ValueError,
+        r"step5.pt: holds objects other than tensors \(.*print\), and loading them would run",
+    ),
+    Case(
+        "a checkpoint whose weights do not fit the model",
+        lambda t: capture(t, file_with(t, "step5.pt", lambda p: torch.save(OTHER, p))),
+        ValueError,
+        r"step5.pt: its weights do not fit the model \(first missing key: body.0.weight; "
+        r"first unexpected key: head.weight\)",
+    ),
+    Case(
+        "a model factory that builds no module",
+        lambda t: capture(t, file_with(t, "step5.pt", tiny_state), build=not_a_model),
+        ValueError,
+        r"model factory 'not_a_model' built a str, not a torch.nn.Module",
+    ),
+    Case(
+        "a model factory path that does not import",
+        lambda t: capture(t, file_with(t, "step5.pt", tiny_state), build="nowhere.models:net"),
+        ValueError,
+        r"model factory 'nowhere.models:net': cannot import nowhere.models",
     ),
     # configurations
     Case(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {
-    "capture": ["schedule", "probe", "capture", "snapshots", "activations", "checks"],
+    "capture": ["schedule", "probe", "capture", "snapshots", "activations", "checks", "saved"],
     "fit": ["config", "sae", "fit", "calibration", "checkpoint"],
     "match": [
         "assign",
@@ -21,7 +21,16 @@ STAGES = {
         "lineage",
     ],
     "store": ["panels", "db", "store", "reader", "export"],
-    "drivers": ["pipeline", "fitter", "lock", "callback", "cli", "synthetic", "planted"],
+    "drivers": [
+        "pipeline",
+        "fitter",
+        "lock",
+        "callback",
+        "posthoc",
+        "cli",
+        "synthetic",
+        "planted",
+    ],
 }
 ORDER = list(STAGES)
 STAGE = {module: stage for stage, modules in STAGES.items() for module in modules}

@@ -17,12 +17,15 @@ from tracker.config import MatchConfig, SAEConfig
 from tracker.export import export_parquet
 from tracker.fit import train_sae
 from tracker.pipeline import analyze, fit_run
+from tracker.posthoc import capture_checkpoints, load_probe
 from tracker.reader import VIEWER_DBS_ENV, open_db
 from tracker.sae import ARCHITECTURES
 
 EXAMPLES = """examples:
   tracker analyze data/acts --db data/acts.duckdb --run my-run --k 32
   tracker fit data/my-run                       # snapshots a FeatureTracker(fit="defer") saved
+  tracker capture ckpts/ --model mypkg.model:build --modules blocks.0.mlp --probe probe.pt \
+      --run my-run && tracker fit data/my-run     # a finished run's checkpoints
   tracker export data/my-run/lineage.duckdb --parquet data/my-run/parquet
   tracker app data/my-run/lineage.duckdb --port 8501
   tracker train-sae data/acts/1000.npy --out data/sae-1000 --k 32 --steps 2000
@@ -98,6 +101,33 @@ def _analyze(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     db = fit_run(args.run_dir, args.db, progress=True)
     _summary(db, MatchConfig().min_confidence)
+    return 0
+
+
+def _capture(args: argparse.Namespace) -> int:
+    select: str | int = int(args.select) if args.select.lstrip("-").isdigit() else args.select
+    done = capture_checkpoints(
+        args.checkpoints,
+        args.model,
+        args.modules,
+        load_probe(args.probe),
+        args.run,
+        args.root,
+        select=select,
+        dtype=args.dtype,
+        probe_batch_size=args.probe_batch_size,
+        device=args.device,
+        sae=_sae_config(args, progress=False),
+        match=MatchConfig(
+            tau_match=args.tau, min_confidence=args.min_confidence, min_frequency=args.min_frequency
+        ),
+        progress=True,
+    )
+    print(
+        f"captured {len(done.captured)} checkpoints into {done.run_dir.path}"
+        + (f" ({len(done.skipped)} already there)" if done.skipped else "")
+        + f"; next: tracker fit {done.run_dir.path}"
+    )
     return 0
 
 
@@ -210,6 +240,26 @@ def build_parser() -> argparse.ArgumentParser:
     fr = command("fit", "fit and match the snapshots of a FeatureTracker(fit='defer') run", _fit)
     fr.add_argument("run_dir", help="the run directory (holds run.json and activations/)")
     fr.add_argument("--db", help="the DuckDB file (default: RUN_DIR/lineage.duckdb)")
+
+    ca = command(
+        "capture", "snapshot the probe activations of a finished run's checkpoints", _capture
+    )
+    ca.add_argument("checkpoints", nargs="+", help="checkpoint files, directories or globs")
+    ca.add_argument(
+        "--model",
+        help="package.module:factory building the model (a Lightning "
+        "class gets the checkpoint's hyper_parameters); not needed for transformers "
+        "model directories",
+    )
+    ca.add_argument("--modules", nargs="+", required=True, help="module names to watch")
+    ca.add_argument("--probe", required=True, help="probe inputs: .npy, .pt or .safetensors")
+    ca.add_argument("--run", required=True, help="run name: writes ROOT/RUN")
+    ca.add_argument("--root", default="data")
+    ca.add_argument("--select", default="flatten", help="flatten, or a token position (-1)")
+    ca.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    ca.add_argument("--probe-batch-size", type=int, default=256)
+    _add_sae_options(ca)
+    _add_match_options(ca)
 
     ex = command("export", "write every table of a lineage database to Parquet", _export)
     ex.add_argument("db")
