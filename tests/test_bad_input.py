@@ -25,6 +25,7 @@ from tracker.posthoc import capture_checkpoints
 from tracker.reader import open_db
 from tracker.schedule import Schedule
 from tracker.store import Writer
+from tracker.text import CharTokenizer, text_probe
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 X = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
@@ -361,6 +362,12 @@ CASES = [
         lambda t: capture(t, file_with(t, "step5.pt", tiny_state), build="nowhere.models:net"),
         ValueError,
         r"model factory 'nowhere.models:net': cannot import nowhere.models",
+    ),
+    Case(
+        "a text probe with a character its tokenizer does not know",
+        lambda t: text_probe("abc!", CharTokenizer("abc"), seq_len=2),
+        ValueError,
+        r"the text has a character the tokenizer does not know: '!' \(first at offset 3\)",
     ),
     # configurations
     Case(

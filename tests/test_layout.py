@@ -6,7 +6,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {
-    "capture": ["schedule", "probe", "capture", "snapshots", "activations", "checks", "saved"],
+    "capture": [
+        "schedule",
+        "probe",
+        "capture",
+        "snapshots",
+        "activations",
+        "checks",
+        "saved",
+        "text",
+    ],
     "fit": ["config", "sae", "fit", "calibration", "checkpoint"],
     "match": [
         "assign",
@@ -27,6 +36,7 @@ STAGES = {
         "lock",
         "callback",
         "posthoc",
+        "commands",
         "cli",
         "synthetic",
         "planted",

@@ -21,7 +21,8 @@ from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
-from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, check_layer_name
+from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, check_layer_names
+from tracker.text import TextProbe
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,15 @@ class FeatureTracker(Callback):
 
     Args:
         modules: names from `model.named_modules()` to watch.
-        probe: a tensor [n, ...], a map-style Dataset or a non-shuffling DataLoader.
+        probe: a tensor [n, ...], a map-style Dataset, a non-shuffling DataLoader, or a
+            `TextProbe` (token sequences whose rows the viewer shows as text in context).
         schedule: `"log:N"` (N steps spread geometrically), `N` / `"every:N"`, or a list of
             steps. Step 0 and the last step are always included.
         run: the run's name; its files go to `root/run`.
         root: the directory that holds runs.
-        select: how an output becomes [n, d]: "flatten", a token position (int, -1 the last)
-            or a function; one for all modules or a mapping per module name.
+        select: how an output becomes rows [n, d]: "tokens" (every token a row), "flatten", a
+            token position (int, -1 the last) or a function; one for all modules or a mapping
+            per module name.
         sae: the SAE config used when the snapshots are fitted (or a dict of its fields).
         fit: "defer" saves snapshots only (fit them later with `tracker fit RUN_DIR`);
             "inline" fits, matches and stores each snapshot at once, in the training loop;
@@ -82,7 +85,7 @@ class FeatureTracker(Callback):
         self,
         *,
         modules: Sequence[str],
-        probe: Tensor | Dataset[Any] | DataLoader[Any],
+        probe: Tensor | Dataset[Any] | DataLoader[Any] | TextProbe,
         schedule: int | str | Sequence[int] | Schedule = "log:20",
         run: str = "run",
         root: str | Path = "data",
@@ -96,12 +99,7 @@ class FeatureTracker(Callback):
         probe_forward: Callable[[LightningModule, Any], Any] | None = None,
         metrics_every: int = 50,
     ) -> None:
-        if isinstance(modules, str) or not modules or not all(isinstance(m, str) for m in modules):
-            raise ValueError(f"modules must be a non-empty list of module names, got {modules!r}")
-        for name in modules:
-            check_layer_name(name)
-        if len(set(modules)) != len(modules):
-            raise ValueError(f"modules lists a name twice: {list(modules)}")
+        modules = check_layer_names(modules)
         if not run or "/" in run or run in (".", ".."):
             raise ValueError(f"run must be a plain name (no '/'), got {run!r}")
         if fit not in ("inline", "background", "defer"):
@@ -139,6 +137,8 @@ class FeatureTracker(Callback):
         self.taken: set[int] = set()
         self.steps: list[int] | None = None
         self._modules: dict[str, torch.nn.Module] = {}
+        self.rows: dict[str, int] = dict.fromkeys(modules, 1)
+        """Rows each probe input gives per layer (its tokens with select="tokens")."""
         self._metrics = MetricsBuffer(self.run_dir)
 
     # -- set-up: every check that can run before training does ---------------------------
@@ -156,14 +156,12 @@ class FeatureTracker(Callback):
         widths = self._dry_run(pl_module)
         self.run_dir.check_compatible(self.run, self.n_probe, widths)
         for layer, d in widths.items():  # an SAE that cannot be fitted fails now, not per snapshot
-            d_sae = self.sae.latents(d)
-            if self.sae.arch == "topk" and self.sae.k >= d_sae:
-                raise ValueError(
-                    f"SAEConfig.k={self.sae.k} must be smaller than the {d_sae} latents of "
-                    f"layer {layer!r} (width {d}): lower k or raise d_sae/expansion"
-                )
+            self.sae.check_width(d, f"layer {layer!r}")
+        rows = self.probe.rows(self.selectors)
         if trainer.is_global_zero:
             self._lock.acquire()  # before anything is written: one writer per run
+            if rows:
+                self.run_dir.write_probe(rows)
             self.run_dir.write_manifest(
                 self.run,
                 self.n_probe,
@@ -187,9 +185,18 @@ class FeatureTracker(Callback):
                 )
 
     def _dry_run(self, pl_module: LightningModule) -> dict[str, int]:
-        """One probe batch through the model: checks the selectors, finds each width."""
-        first = next(iter(self.probe.batches(range(min(self.probe.batch_size, self.n_probe)))))
+        """One probe batch through the model: checks the selectors, finds each width and the
+        rows each probe input gives (1, or its tokens with select="tokens")."""
+        n_first = min(self.probe.batch_size, self.n_probe)
+        first = next(iter(self.probe.batches(range(n_first))))
         acts = self._capture(pl_module, iter([first]))
+        for name, x in acts.items():
+            if x.shape[0] % n_first:
+                raise ValueError(
+                    f"module {name!r} gave {x.shape[0]} rows for {n_first} probe inputs: "
+                    "is it called more than once per forward?"
+                )
+            self.rows[name] = x.shape[0] // n_first
         return {name: x.shape[1] for name, x in acts.items()}
 
     # -- the hooks that snapshot -------------------------------------------------------------
@@ -260,13 +267,14 @@ class FeatureTracker(Callback):
         acts = self._capture(pl_module, self.probe.batches(rows))
         if world > 1:
             acts = {
-                name: gather_rows(trainer.strategy, trainer.world_size, x, len(rows), self.n_probe)
+                name: gather_rows(trainer.strategy, world, x, self.n_probe, self.rows[name])
                 for name, x in acts.items()
             }
         for name, x in acts.items():
-            if x.shape[0] != self.n_probe:
+            if x.shape[0] != self.n_probe * self.rows[name]:
                 raise ValueError(
-                    f"module {name!r} gave {x.shape[0]} rows for {self.n_probe} probe inputs: "
+                    f"module {name!r} gave {x.shape[0]} rows for {self.n_probe} probe inputs "
+                    f"({self.rows[name]} each): "
                     "is it called more than once per forward?"
                 )
         self.taken.add(step)

@@ -17,8 +17,10 @@ import torch
 from torch import Tensor, nn
 
 Selector = str | int | Callable[[Tensor], Tensor]
-"""How a module's output becomes [batch, d]: "flatten" (everything after the batch dimension),
-an int (that token position of a [batch, seq, d] output; -1 is the last), or a function."""
+"""How a module's output becomes rows [rows, d]: "tokens" (every position of a [batch, seq, d]
+output is a row, batch-major: row b·seq + t), "flatten" (one row per input: everything after
+the batch dimension), an int (that token position; -1 is the last), or a function giving
+[batch, d]."""
 
 
 def resolve_modules(root: nn.Module, names: list[str]) -> dict[str, nn.Module]:
@@ -51,12 +53,14 @@ def select(output: Any, selector: Selector, name: str) -> Tensor:
         out = selector(output)
     elif selector == "flatten":
         out = output.reshape(output.shape[0], -1)
-    elif isinstance(selector, int):
+    elif isinstance(selector, int) or selector == "tokens":
         if output.ndim != 3:
             raise ValueError(
-                f"module {name!r}: a token position selector needs a [batch, seq, d] output, "
-                f"got shape {tuple(output.shape)}"
+                f"module {name!r}: a token selector ({selector!r}) needs a [batch, seq, d] "
+                f"output, got shape {tuple(output.shape)}"
             )
+        if not isinstance(selector, int):
+            return output.reshape(-1, output.shape[-1])
         out = output[:, selector, :]
     else:
         raise ValueError(f"module {name!r}: unknown selector {selector!r}")
@@ -114,11 +118,14 @@ def capture(
     return out
 
 
-def gather_rows(strategy: Any, world_size: int, x_ND: Tensor, n_rows: int, n_probe: int) -> Tensor:
-    """Every rank's shard of the probe activations (`n_rows` valid rows of `x_ND` here), in
-    probe order, on the CPU. Shards are padded to one size for `strategy.all_gather`."""
-    per_rank = -(-n_probe // world_size)
+def gather_rows(
+    strategy: Any, world_size: int, x_ND: Tensor, n_probe: int, rows_per_input: int = 1
+) -> Tensor:
+    """Every rank's shard of the probe activations (`x_ND`: this rank's rows, `rows_per_input`
+    per probe input), in probe order, on the CPU. Shards are padded to one size for
+    `strategy.all_gather`."""
+    per_rank = -(-n_probe // world_size) * rows_per_input
     padded = x_ND.new_zeros(per_rank, x_ND.shape[1])
-    padded[:n_rows] = x_ND
+    padded[: x_ND.shape[0]] = x_ND
     gathered = strategy.all_gather(padded.to(strategy.root_device))
-    return gathered.reshape(-1, x_ND.shape[1])[:n_probe].cpu()
+    return gathered.reshape(-1, x_ND.shape[1])[: n_probe * rows_per_input].cpu()

@@ -162,6 +162,16 @@ class SAEConfig(_Dict):
         """The number of latents for inputs of width `d`."""
         return self.d_sae if self.d_sae is not None else self.expansion * d
 
+    def check_width(self, d: int, what: str) -> None:
+        """Refuse inputs of width `d` (of `what`, for the message) this SAE cannot be fitted
+        to: TopK needs fewer active latents than latents."""
+        d_sae = self.latents(d)
+        if self.arch == "topk" and self.k >= d_sae:
+            raise ValueError(
+                f"SAEConfig.k={self.k} must be smaller than the {d_sae} latents of {what} "
+                f"(width {d}): lower k or raise d_sae/expansion"
+            )
+
     def learning_rate(self, d_sae: int) -> float:
         # Gao et al. (2024) fit lr ∝ 1/sqrt(n_latents); 2e-4 at 2**14 latents is their anchor.
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 
 from tracker.config import MatchConfig, SAEConfig
-from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot
+from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot, write_probe
 from tracker.reader import Reader
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
@@ -47,6 +47,7 @@ class SnapshotFitter:
             run,
             {"sae": sae.to_dict(), "match": match.to_dict(), "source": str(run_dir.activations)},
         )
+        write_probe(self.writer, run, run_dir)
         self.analyzers = {layer: Analyzer(self.writer, run, layer, sae, match) for layer in layers}
         self.failures = 0
         self.submitted: list[int] = []

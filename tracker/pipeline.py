@@ -279,7 +279,15 @@ def fit_run(run_dir: str | Path, db: str | Path | None = None, progress: bool = 
         rd.activations, db_path, manifest["run"], sae=sae, match=match, progress=progress
     )
     writer.write_metrics(manifest["run"], metrics_frame(rd))
+    write_probe(writer, manifest["run"], rd)
     return db_path
+
+
+def write_probe(writer: Writer, run: str, rd: RunDir) -> None:
+    """The run directory's description of its probe rows (text probes), into the store."""
+    rows = rd.probe_rows()
+    if rows:
+        writer.write_probe(run, pl.DataFrame(rows))
 
 
 def metrics_frame(rd: RunDir) -> pl.DataFrame:

@@ -41,7 +41,8 @@ from tracker.config import MatchConfig, SAEConfig
 from tracker.lock import RunLock
 from tracker.probe import ProbeSet, first_tensor
 from tracker.saved import Build, SavedCheckpoint, build_model, find_checkpoints
-from tracker.snapshots import DTYPES, RunDir, check_layer_name
+from tracker.snapshots import DTYPES, RunDir, check_layer_names
+from tracker.text import TextProbe
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def capture_checkpoints(
     source: str | Path | Sequence[str | Path],
     build: Build | None,
     modules: Sequence[str],
-    probe: Tensor | Dataset[Any] | DataLoader[Any],
+    probe: Tensor | Dataset[Any] | DataLoader[Any] | TextProbe,
     run: str,
     root: str | Path = "data",
     *,
@@ -81,12 +82,12 @@ def capture_checkpoints(
         sae, match: the configs `tracker fit RUN_DIR` will use (kept in run.json).
     """
     sae_config, match_config = SAEConfig.given(sae, "sae"), MatchConfig.given(match, "match")
-    for name in modules:
-        check_layer_name(name)
+    modules = check_layer_names(list(modules) if not isinstance(modules, str) else modules)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     saved = find_checkpoints(source)
     probe_set = ProbeSet(probe, probe_batch_size)
+    rows = probe_set.rows(dict.fromkeys(modules, select))
     run_dir = RunDir(Path(root) / run)
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     target = torch.device(auto if device == "auto" else device)
@@ -100,8 +101,12 @@ def capture_checkpoints(
             acts = _probe(build, ckpt, modules, probe_set, select, forward, target)
             widths = {name: x.shape[1] for name, x in acts.items()}
             run_dir.check_compatible(run, len(probe_set), widths)
+            for name, d in widths.items():  # what `tracker fit` could not fit fails now
+                sae_config.check_width(d, f"module {name!r}")
             if not lock.held:  # first write: a checkpoint that fails to load writes nothing
                 lock.acquire()
+                if rows:
+                    run_dir.write_probe(rows)
             run_dir.write_manifest(
                 run,
                 len(probe_set),

@@ -9,6 +9,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 
+from tracker.capture import Selector
+from tracker.text import TextProbe
+
 
 class _TensorRows(Dataset[Tensor]):
     def __init__(self, inputs: Tensor) -> None:
@@ -30,8 +33,14 @@ class ProbeSet:
             (whose order and length cannot be fixed).
     """
 
-    def __init__(self, probe: Tensor | Dataset[Any] | DataLoader[Any], batch_size: int = 256):
+    def __init__(
+        self, probe: Tensor | Dataset[Any] | DataLoader[Any] | TextProbe, batch_size: int = 256
+    ):
         collate: Callable[[list[Any]], Any] | None = None
+        self.text = probe if isinstance(probe, TextProbe) else None
+        """A text probe's sequences, which describe its rows (`rows`)."""
+        if isinstance(probe, TextProbe):
+            probe = probe.tokens
         if isinstance(probe, DataLoader):
             if not isinstance(probe.sampler, SequentialSampler):
                 raise ValueError(
@@ -60,6 +69,19 @@ class ProbeSet:
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def rows(self, selectors: dict[str, Selector]) -> list[dict[str, Any]]:
+        """What each row of a text probe is (probe_index, label, payload), for the rows the
+        selectors make; [] for other probes. Rows are per run: every layer needs the same
+        selector."""
+        if self.text is None:
+            return []
+        kinds = {repr(s) for s in selectors.values()}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"a text probe needs one selector for every layer, got {sorted(kinds)}"
+            )
+        return self.text.rows(next(iter(selectors.values())))
 
     def shard(self, rank: int, world_size: int) -> range:
         """The contiguous probe indices that `rank` of `world_size` processes."""

@@ -4,6 +4,7 @@
     RUN_DIR/activations/<layer>/<step>.safetensors   tensor "activations" [n_probe, d]
     RUN_DIR/snapshots.jsonl                   one line per file written, in order
     RUN_DIR/metrics.jsonl                     training metrics {step, name, value}
+    RUN_DIR/probe.jsonl                       what each probe row is (text probes)
 
 `RUN_DIR/activations` is an activation directory of the documented contract, so
 `tracker analyze RUN_DIR/activations` reads it like any user's own directory. Every file is
@@ -41,6 +42,19 @@ def check_layer_name(layer: str) -> str:
     if not isinstance(layer, str) or layer in ("", ".", "..") or any(c in layer for c in "/\\\0"):
         raise ValueError(f"layer name must be a module name (no '/', '\\' or '..'), got {layer!r}")
     return layer
+
+
+def check_layer_names(layers: object) -> list[str]:
+    """A non-empty list of distinct layer names (see `check_layer_name`)."""
+    if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError(f"modules must be a non-empty list of module names, got {layers!r}")
+    if not all(isinstance(name, str) for name in layers):
+        raise ValueError(f"modules must be a non-empty list of module names, got {layers!r}")
+    for name in layers:
+        check_layer_name(name)
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"modules lists a name twice: {list(layers)}")
+    return list(layers)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -124,6 +138,16 @@ class RunDir:
         _atomic_write(path, lambda tmp: save_file(tensor, str(tmp)))
         self._append("snapshots.jsonl", [{"layer": layer, "step": step, "time": time.time()}])
         return path
+
+    def write_probe(self, rows: list[dict[str, Any]]) -> None:
+        """What each probe row is (probe_index, label, payload), replacing any before: the
+        store's `probe` table is filled from it when the run is fitted."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        _atomic_write(self.path / "probe.jsonl", lambda tmp: tmp.write_text(text))
+
+    def probe_rows(self) -> list[dict[str, Any]]:
+        return _read_jsonl(self.path / "probe.jsonl")
 
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
         self._append("metrics.jsonl", rows)
