@@ -273,3 +273,23 @@ def test_metrics_are_recorded_once_per_step_under_accumulation(tmp_path):
     rows = [json.loads(line) for line in (tracker.run_dir.path / "metrics.jsonl").open()]
     keys = [(r["step"], r["name"]) for r in rows]
     assert len(keys) == len(set(keys)) and {s for s, _ in keys} >= {2, 4}
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_snapshots_are_taken_at_the_trainers_precision(tmp_path, precision):
+    """The probe runs as training computes: under autocast with bf16-mixed (bf16 values, not
+    a float32 forward), and with bf16 weights and inputs converted with bf16-true."""
+    seed_everything(0)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
+    tracker = FeatureTracker(
+        modules=["body.0"], probe=x, schedule=[0], root=tmp_path, dtype="float32"
+    )
+    model = TinyNet()
+    reference = copy.deepcopy(model).eval()
+    trainer(tmp_path, max_steps=1, callbacks=[tracker], precision=precision).fit(model, loader())
+    taken = RunDir(tmp_path / "run").activation_path("body.0", 0)
+    snapshot = load_file(str(taken))["activations"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference.body[0](x).float()
+    torch.testing.assert_close(snapshot, expected)
+    assert not torch.equal(snapshot, reference.body[0](x).detach())  # not the float32 forward

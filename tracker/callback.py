@@ -153,7 +153,7 @@ class FeatureTracker(Callback):
         total = trainer.estimated_stepping_batches
         last = None if math.isinf(total) else int(total)
         self.steps = self.schedule.resolve(last)
-        widths = self._dry_run(pl_module)
+        widths = self._dry_run(trainer, pl_module)
         self.run_dir.check_compatible(self.run, self.n_probe, widths)
         for layer, d in widths.items():  # an SAE that cannot be fitted fails now, not per snapshot
             self.sae.check_width(d, f"layer {layer!r}")
@@ -184,12 +184,12 @@ class FeatureTracker(Callback):
                     queue_size=self.queue_size,
                 )
 
-    def _dry_run(self, pl_module: LightningModule) -> dict[str, int]:
+    def _dry_run(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int]:
         """One probe batch through the model: checks the selectors, finds each width and the
         rows each probe input gives (1, or its tokens with select="tokens")."""
         n_first = min(self.probe.batch_size, self.n_probe)
         first = next(iter(self.probe.batches(range(n_first))))
-        acts = self._capture(pl_module, iter([first]))
+        acts = self._capture(trainer, pl_module, iter([first]))
         for name, x in acts.items():
             if x.shape[0] % n_first:
                 raise ValueError(
@@ -264,7 +264,7 @@ class FeatureTracker(Callback):
             )
         world, rank = trainer.world_size, trainer.global_rank
         rows = self.probe.shard(rank, world)
-        acts = self._capture(pl_module, self.probe.batches(rows))
+        acts = self._capture(trainer, pl_module, self.probe.batches(rows))
         if world > 1:
             acts = {
                 name: gather_rows(trainer.strategy, world, x, self.n_probe, self.rows[name])
@@ -287,32 +287,29 @@ class FeatureTracker(Callback):
                 self._fitter.submit(step)
         log.info("snapshot of %d modules at step %d", len(acts), step)
 
-    def _capture(self, pl_module: LightningModule, batches: Any) -> dict[str, Tensor]:
-        device = pl_module.device
-        moved = (move_data_to_device(batch, device) for batch in batches)
-        return capture(
-            pl_module,
-            self._modules,
-            self.selectors,
-            moved,
-            lambda batch: self.forward(pl_module, batch),
-        )
+    def _capture(
+        self, trainer: Trainer, pl_module: LightningModule, batches: Any
+    ) -> dict[str, Tensor]:
+        """The probe pass under the trainer's precision, as training computes: inputs
+        converted (bf16-true) and the forward in its context (autocast under bf16-mixed)."""
+        device, plugin = pl_module.device, trainer.precision_plugin
+        moved = (plugin.convert_input(move_data_to_device(b, device)) for b in batches)
+        with plugin.forward_context():
+            return capture(
+                pl_module,
+                self._modules,
+                self.selectors,
+                moved,
+                lambda b: self.forward(pl_module, b),
+            )
 
     # -- metrics ------------------------------------------------------------------------------
 
     def _log_fitted(self, trainer: Trainer) -> None:
-        """Each checkpoint fitted since the last call, through the trainer's loggers, at its
-        own step: `tracker/<layer>/<births|deaths|splits|merges|live_features|stable_share|fvu>`.
-        From the training thread only (the fitter hands summaries over a queue)."""
-        if self._fitter is None:
-            return
-        fitted = self._fitter.drain()
-        if not trainer.loggers or not trainer.is_global_zero:
-            return
-        for layer, step, numbers in fitted:
-            metrics = {f"tracker/{layer}/{name}": value for name, value in numbers.items()}
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+        """Checkpoints fitted since the last call, through the trainer's loggers (from the
+        training thread only: the fitter hands them over a queue)."""
+        if self._fitter is not None:
+            self._fitter.log(trainer.loggers if trainer.is_global_zero else [])
 
     # -- resume -------------------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 from tracker.config import MatchConfig, SAEConfig
 from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot, write_probe
@@ -67,6 +68,15 @@ class SnapshotFitter:
             self._queue = queue.Queue(maxsize=queue_size)
             self._worker = threading.Thread(target=self._work, name="tracker-fit", daemon=True)
             self._worker.start()
+
+    def log(self, loggers: Sequence[Any]) -> None:
+        """Each checkpoint written since the last call, through `loggers` (a Lightning
+        Trainer's), at its own step: `tracker/<layer>/<births|deaths|splits|merges|
+        live_features|stable_share|fvu>`."""
+        for layer, step, numbers in self.drain():
+            metrics = {f"tracker/{layer}/{name}": value for name, value in numbers.items()}
+            for logger in loggers:
+                logger.log_metrics(metrics, step=step)
 
     def drain(self) -> list[tuple[str, int, dict[str, float]]]:
         """The summaries of checkpoints written since the last call (thread-safe)."""
