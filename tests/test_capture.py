@@ -35,7 +35,9 @@ def test_selectors_flatten_token_position_and_function():
         ValueError, match=r"module 'm': the selector must give \[batch=2, d\], got \(2, 3, 4\)"
     ):
         select(out, lambda t: t, "m")
-    with pytest.raises(ValueError, match=r"a token selector \(0\) needs a \[batch, seq, d\] output"):
+    with pytest.raises(
+        ValueError, match=r"a token selector \(0\) needs a \[batch, seq, d\] output"
+    ):
         select(torch.ones(2, 4), 0, "m")
 
 
