@@ -36,6 +36,7 @@ STAGES = {
         "lock",
         "callback",
         "posthoc",
+        "suggest",
         "commands",
         "cli",
         "synthetic",

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
       --run my-run && tracker fit data/my-run     # a finished run's checkpoints
   tracker export data/my-run/lineage.duckdb --parquet data/my-run/parquet
   tracker app data/my-run/lineage.duckdb --port 8501
+  tracker suggest data/my-run --layer blocks.1   # which d_sae and k a second seed reproduces
   tracker train-sae data/acts/1000.npy --out data/sae-1000 --k 32 --steps 2000
 """
 
@@ -131,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--probe-batch-size", type=int, default=256)
     _add_sae_options(ca)
     _add_match_options(ca)
+
+    su = command(
+        "suggest", "measure which SAE sizes stay reproducible on one snapshot", cmd.suggest_command
+    )
+    su.add_argument("source", help="an activation file, a run directory or activation directory")
+    su.add_argument("--layer", help="the layer (default: the first)")
+    su.add_argument("--step", type=int, help="the snapshot's step (default: the last)")
+    su.add_argument("--steps", type=int, default=300, help="optimiser steps per fit")
+    su.add_argument("--device", default="auto")
 
     ex = command("export", "write every table of a lineage database to Parquet", cmd.export_command)
     ex.add_argument("db")

@@ -17,6 +17,8 @@ from tracker.fit import train_sae
 from tracker.pipeline import analyze, fit_run
 from tracker.posthoc import capture_checkpoints, load_probe
 from tracker.reader import VIEWER_DBS_ENV, open_db
+from tracker.snapshots import scan_activation_dir
+from tracker.suggest import REPRODUCIBLE, suggest
 from tracker.text import CharTokenizer, text_probe
 
 
@@ -164,4 +166,37 @@ def train_sae_command(args: argparse.Namespace) -> int:
         f"SAE {sae.arch} d={sae.d} d_sae={sae.d_sae}: FVU {metrics.fvu:.4f}, L0 {metrics.l0:.1f}, "
         f"dead {metrics.dead_fraction:.1%}, {metrics.fit_seconds:.1f}s -> {out}"
     )
+    return 0
+
+
+def suggest_command(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    if source.is_dir():
+        root = source / "activations" if (source / "run.json").is_file() else source
+        layers = scan_activation_dir(root)
+        layer = args.layer if args.layer is not None else next(iter(layers))
+        if layer not in layers:
+            raise ValueError(f"{root} has no layer {layer!r}; it has {sorted(layers)}")
+        step = args.step if args.step is not None else max(layers[layer])
+        if step not in layers[layer]:
+            raise ValueError(f"{root} has no snapshot of layer {layer!r} at step {step}")
+        file = layers[layer][step]
+    else:
+        file = source
+    acts = load_activation_file(file)
+    print(f"{file}: {acts.shape[0]} rows of width {acts.shape[1]}; two seeds per size")
+    table = suggest(acts, sae=SAEConfig(steps=args.steps, device=args.device))
+    print(f"{'d_sae':>7}{'k':>5}{'FVU':>8}{'L0':>7}{'live':>6}{'stable share':>14}")
+    for row in table.iter_rows(named=True):
+        mark = "  <- recommended" if row["recommended"] else ""
+        print(
+            f"{row['d_sae']:>7}{row['k']:>5}{row['fvu']:>8.3f}{row['l0']:>7.1f}{row['live']:>6}"
+            f"{row['stable_share']:>14.2f}{mark}"
+        )
+    chosen = table.filter(pl.col("recommended"))
+    if chosen.is_empty():
+        print(f"no size is reproducible (stable share >= {REPRODUCIBLE}): more probe rows help")
+    else:
+        d_sae, k = chosen.select("d_sae", "k").row(0)
+        print(f"use: sae={{'d_sae': {d_sae}, 'k': {k}}}  (CLI: --d-sae {d_sae} --k {k})")
     return 0

@@ -31,6 +31,10 @@ from tracker.store import Writer
 
 log = logging.getLogger(__name__)
 
+LOW_STABLE_SHARE = 0.3
+"""Below this stable share the run warns (planted data: ~0.77; Gaussian noise: 0.0)."""
+MIN_LIVE_TO_CHECK = 8
+"""Checkpoints with fewer live features (a network at initialisation) are not judged."""
 TOP_EXAMPLES = 20
 EXAMPLE_QUANTILES = (0.25, 0.5, 0.75)
 DB_NAME = "lineage.duckdb"
@@ -51,6 +55,7 @@ class Analyzer:
         self.sae_config = sae or SAEConfig()
         self.match_config = match_config or MatchConfig()
         self.chain = Chain(self.match_config)
+        self._checked = False
 
     def resume(self, before: int, load_acts: Callable[[int], Tensor]) -> None:
         """Continue from the last stored checkpoint before step `before` (a resumed training
@@ -107,7 +112,24 @@ class Analyzer:
         self.writer.write_checkpoint(
             self.run, self.layer, step, checkpoint_tables(cp, link, prev_step), revise
         )
-        return summary(cp, link, self.match_config)
+        numbers = summary(cp, link, self.match_config)
+        self._check_reproducible(step, numbers)
+        return numbers
+
+    def _check_reproducible(self, step: int, numbers: dict[str, float]) -> None:
+        """Warn once, at the first checkpoint with features, when a second seed finds few of
+        them: every event would be capped at low confidence."""
+        share = numbers.get("stable_share")
+        if self._checked or share is None or numbers["live_features"] < MIN_LIVE_TO_CHECK:
+            return
+        self._checked = True
+        if share < LOW_STABLE_SHARE:
+            log.warning(
+                "layer %s step %d: a second seed finds %.0f%% of the %d live features (stable "
+                "share %.2f): the dictionary is not reproducible and events will be capped at "
+                "low confidence; a smaller one may be (`tracker suggest` measures sizes)",
+                self.layer, step, 100 * share, numbers["live_features"], share,
+            )  # fmt: skip
 
 
 def summary(cp: Checkpoint, link: Link, config: MatchConfig) -> dict[str, float]:
