@@ -122,3 +122,18 @@ def test_tracker_capture_takes_a_text_file(tmp_path):
     assert main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / "t" / "probe.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and rows[0]["label"] == "⟦t⟧he cat "
+
+
+def test_token_rows_of_any_probe_say_which_input_and_position(tmp_path):
+    ids = text_probe(TEXT, CharTokenizer(VOCAB), seq_len=8, n=3).tokens  # a plain tensor
+    tracker = FeatureTracker(
+        modules=["mix"], probe=ids, select="tokens", schedule=[0], root=tmp_path
+    )
+    trainer(tmp_path, max_steps=1, callbacks=[tracker]).fit(
+        CharModel(), DataLoader(TensorDataset(ids), batch_size=3)
+    )
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "probe.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 24 and rows[11]["label"] == "input 1, position 3"
+    assert json.loads(rows[11]["payload"]) == {"input": 1, "position": 3}

@@ -157,7 +157,7 @@ class FeatureTracker(Callback):
         self.run_dir.check_compatible(self.run, self.n_probe, widths)
         for layer, d in widths.items():  # an SAE that cannot be fitted fails now, not per snapshot
             self.sae.check_width(d, f"layer {layer!r}")
-        rows = self.probe.rows(self.selectors)
+        rows = self.probe.rows(self.selectors, max(self.rows.values()))
         if trainer.is_global_zero:
             self._lock.acquire()  # before anything is written: one writer per run
             if rows:

@@ -87,7 +87,6 @@ def capture_checkpoints(
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     saved = find_checkpoints(source)
     probe_set = ProbeSet(probe, probe_batch_size)
-    rows = probe_set.rows(dict.fromkeys(modules, select))
     run_dir = RunDir(Path(root) / run)
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     target = torch.device(auto if device == "auto" else device)
@@ -105,6 +104,8 @@ def capture_checkpoints(
                 sae_config.check_width(d, f"module {name!r}")
             if not lock.held:  # first write: a checkpoint that fails to load writes nothing
                 lock.acquire()
+                per_input = max(x.shape[0] for x in acts.values()) // len(probe_set)
+                rows = probe_set.rows(dict.fromkeys(modules, select), per_input)
                 if rows:
                     run_dir.write_probe(rows)
             run_dir.write_manifest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,18 +71,29 @@ class ProbeSet:
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def rows(self, selectors: dict[str, Selector]) -> list[dict[str, Any]]:
-        """What each row of a text probe is (probe_index, label, payload), for the rows the
-        selectors make; [] for other probes. Rows are per run: every layer needs the same
-        selector."""
-        if self.text is None:
-            return []
+    def rows(self, selectors: dict[str, Selector], per_input: int = 1) -> list[dict[str, Any]]:
+        """What each row is (probe_index, label, payload) for the rows the selectors make:
+        a text probe's contexts, or input and position of every token row (`per_input` of
+        them per input) when all layers use select="tokens"; [] otherwise. Rows are per run,
+        so a text probe needs the same selector on every layer."""
         kinds = {repr(s) for s in selectors.values()}
-        if len(kinds) > 1:
-            raise ValueError(
-                f"a text probe needs one selector for every layer, got {sorted(kinds)}"
-            )
-        return self.text.rows(next(iter(selectors.values())))
+        if self.text is not None:
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"a text probe needs one selector for every layer, got {sorted(kinds)}"
+                )
+            return self.text.rows(next(iter(selectors.values())))
+        if kinds != {"'tokens'"}:
+            return []
+        return [
+            {
+                "probe_index": i * per_input + t,
+                "label": f"input {i}, position {t}",
+                "payload": json.dumps({"input": i, "position": t}),
+            }
+            for i in range(len(self))
+            for t in range(per_input)
+        ]
 
     def shard(self, rank: int, world_size: int) -> range:
         """The contiguous probe indices that `rank` of `world_size` processes."""
