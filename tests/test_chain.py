@@ -6,10 +6,14 @@ import pytest
 import torch
 from test_witness import acts, sae_of
 
+from tracker import chain as chain_module
 from tracker.chain import Chain
 from tracker.checkpoint import Checkpoint
 from tracker.config import MatchConfig
-from tracker.reader import with_evidence
+from tracker.pipeline import Analyzer
+from tracker.reader import open_db, with_evidence
+from tracker.sae import FitMetrics
+from tracker.store import Writer
 
 ALL = list(range(8))
 WITHOUT_6 = [0, 1, 2, 3, 4, 5, 7]
@@ -196,3 +200,45 @@ def test_the_evidence_of_a_confirmed_birth_says_where_a_second_seed_found_it():
     shown = with_evidence(links[1].events.with_columns(pl.lit(10, pl.Int64).alias("step")))
     assert shown["evidence"][0].startswith("activations agree: absent at step 0 (strength 0.0")
     assert shown["evidence"][0].endswith("; not stable across seeds, its lineage stable at step 20")
+
+
+def test_a_resumed_analyzer_follows_the_features_lost_where_it_stopped(tmp_path, monkeypatch):
+    """A run resumed right after a checkpoint whose SAE missed feature 6 gives the same
+    tables as one that never stopped: the lost lineage continues across the gap."""
+    x = everything()
+    saes = {0: ALL, 10: WITHOUT_6, 20: ALL}
+
+    def fitted(step, acts, config, match_config, previous=None):
+        sae = sae_of(saes[step])
+        sae.metrics = FitMetrics(fvu=0.1, l0=1.0, dead_fraction=0.0, fit_seconds=0.0, steps=1)
+        return Checkpoint(step, sae, acts)
+
+    monkeypatch.setattr(chain_module, "fit_checkpoint", fitted)
+
+    def run(db, stop_after=None):
+        writer = Writer(db)
+        analyzer = Analyzer(writer, "r", "L")
+        for step in saes:
+            if step == stop_after:
+                analyzer = Analyzer(writer, "r", "L")  # a new process: nothing in memory
+                analyzer.resume(step, lambda s: x)
+            analyzer.add(step, x)
+        return open_tables(db)
+
+    def open_tables(db):
+        reader = open_db(db)
+        return {
+            table: reader.sql(f"SELECT * EXCLUDE (written_at) FROM {table}").sort(pl.all())
+            if table == "checkpoints"
+            else reader.sql(f"SELECT * FROM {table}").sort(pl.all())
+            for table in ("checkpoints", "features", "edges", "events", "lineages")
+        }
+
+    straight, resumed = run(tmp_path / "a.duckdb"), run(tmp_path / "b.duckdb", stop_after=20)
+    for table in straight:
+        assert straight[table].equals(resumed[table]), table
+    across = resumed["edges"].filter(pl.col("step") == 20, pl.col("gap") > 0)
+    assert across.select("prev_step", "source", "target", "kind").rows() == [
+        (0, 6, 6, "continuation")
+    ]
+    assert resumed["events"].filter(pl.col("step") == 20).is_empty(), "no rebirth"

@@ -31,6 +31,7 @@ STAGES = {
     ],
     "store": ["panels", "db", "store", "reader", "export"],
     "drivers": [
+        "resume",
         "pipeline",
         "fitter",
         "lock",

@@ -51,12 +51,15 @@ class Chain:
         stable_at: dict[int, int] | None = None,
         events: pl.DataFrame | None = None,
         prev_step: int | None = None,
+        *,
+        lost: list[Lost] | None = None,
+        history: list[Checkpoint] | None = None,
     ) -> None:
         """Continue after a stored checkpoint: its lineage ids, `stable_at` (see
-        `Confirmations`), its events (births there may yet be confirmed) and the step before it.
-        Lost features are not stored: they end."""
-        self.prev, self.prev_ids, self.ids.next_id, self.lost = prev, ids, next_id, []
-        self.history = []
+        `Confirmations`), its events (births there may yet be confirmed), the step before it,
+        the features lost there and the checkpoints before it (`history`, oldest first)."""
+        self.prev, self.prev_ids, self.ids.next_id = prev, ids, next_id
+        self.lost, self.history = list(lost or []), list(history or [])
         self.confirm.resume(prev.step, stable_at, prev_step)
         self.last = None if events is None else Link(prev.step, ids, events=events)
 

@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 from tracker.activations import load_activation_file
 from tracker.chain import Chain
 from tracker.checkpoint import Checkpoint
-from tracker.checks import as_activations, check_steps
+from tracker.checks import check_steps
 from tracker.config import MatchConfig, SAEConfig
 from tracker.links import PARENT_SCHEMA, Link
-from tracker.match import EVENT_SCHEMA
 from tracker.reader import Reader
+from tracker.resume import StoredRun
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
 
@@ -59,44 +59,9 @@ class Analyzer:
 
     def resume(self, before: int, load_acts: Callable[[int], Tensor]) -> None:
         """Continue from the last stored checkpoint before step `before` (a resumed training
-        run): its SAE, lineage ids and stable features from the store, its activations from
-        `load_acts(step)`; new lineage ids continue after the largest stored one."""
-        reader = Reader(self.writer.path)
-        stored = reader.checkpoints(self.run, self.layer).filter(pl.col("step") < before)
-        if stored.is_empty():
-            return
-        last = int(stored["step"].max())  # type: ignore[arg-type]
-        sae = reader.sae(self.run, self.layer, last)
-        features = reader.features(self.run, self.layer, last)
-        stable = torch.zeros(sae.d_sae, dtype=torch.bool)
-        stable[features.filter(pl.col("stable"))["feature"].to_list()] = True
-        share = stored.filter(pl.col("step") == last)["stable_share"][0]
-        prev = Checkpoint(last, sae, as_activations(load_acts(last)), stable, share)
-        ids = dict(zip(features["feature"].to_list(), features["lineage"].to_list(), strict=True))
-        # Ids go on from the checkpoint resumed, not from later ones about to be replaced.
-        top = reader.sql(
-            "SELECT max(lineage) AS m FROM (SELECT lineage FROM features WHERE "
-            "run = ? AND layer = ? AND step <= ? UNION ALL SELECT lineage FROM lineages WHERE "
-            "run = ? AND layer = ? AND step <= ?)",
-            [self.run, self.layer, last] * 2,
-        )["m"][0]
-        stable_at = reader.sql(
-            "SELECT lineage, max(step) AS step FROM features WHERE run = ? AND layer = ? "
-            "AND stable AND step <= ? GROUP BY lineage",
-            [self.run, self.layer, last],
-        )
-        events = reader.sql(
-            "SELECT * FROM events WHERE run = ? AND layer = ? AND step = ?",
-            [self.run, self.layer, last],
-        )
-        schema = {**EVENT_SCHEMA, "prev_step": pl.Int64}
-        self.chain.resume(
-            prev,
-            ids,
-            int(top) + 1 if top is not None else 0,
-            dict(zip(stable_at["lineage"].to_list(), stable_at["step"].to_list(), strict=True)),
-            events.select([pl.col(c).cast(t) for c, t in schema.items()]),
-            stored.filter(pl.col("step") == last)["prev_step"][0],
+        run; see `tracker.resume`)."""
+        StoredRun(Reader(self.writer.path), self.run, self.layer, load_acts).resume(
+            self.chain, before
         )
 
     def add(self, step: int, acts: object) -> dict[str, float]:
