@@ -342,7 +342,7 @@ CASES = [
         "a checkpoint holding pickled objects",
         lambda t: capture(t, file_with(t, "step5.pt", lambda p: torch.save({"w": Evil()}, p))),
         ValueError,
-        r"step5.pt: holds objects other than tensors \(.*print\), and loading them would run",
+        r"step5.pt: not plain tensors: loading it would run code \(.*print\); save the model's",
     ),
     Case(
         "a checkpoint whose weights do not fit the model",

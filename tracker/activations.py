@@ -16,12 +16,30 @@ SUFFIXES = (".npy", ".safetensors", ".pt")
 TENSOR_KEY = "activations"
 
 
-def _parse(file: Path) -> object:
-    if file.suffix == ".npy":
-        return torch.from_numpy(np.load(file, allow_pickle=False))
-    if file.suffix == ".safetensors":
-        return load_file(str(file))
-    return torch.load(file, weights_only=True, map_location="cpu")
+def read_tensors(file: Path, what: str, advice: str, mmap: bool = False) -> object:
+    """The contents of a `.npy`, `.safetensors` or torch file (`.pt`, `.pth`, `.bin`,
+    `.ckpt`), tensors only: a pickle that would run code is refused, naming it, with
+    `advice`; any other failure is one line naming the file and `what` it should hold.
+    `mmap` maps a torch file's tensors instead of reading them (cheap for reading metadata)."""
+    try:
+        if file.suffix == ".npy":
+            return torch.from_numpy(np.load(file, allow_pickle=False))
+        if file.suffix == ".safetensors":
+            return load_file(str(file))
+        return torch.load(file, weights_only=True, map_location="cpu", mmap=mmap)
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refused to run code the file asks for; its message
+        # goes on to advise weights_only=False, which the tracker never does.
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))
+        called = f" ({named.group(1)})" if named else ""
+        raise ValueError(
+            f"{file}: not plain tensors: loading it would run code{called}; {advice}"
+        ) from err
+    except (OSError, SafetensorError, RuntimeError, ValueError, TypeError, EOFError) as err:
+        # np.load refuses object arrays without pickle, torch.from_numpy arrays of strings:
+        # say which file, and why, on one line.
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{file}: cannot read {what} ({reason})") from err
 
 
 def load_activation_file(path: str | Path) -> Tensor:
@@ -39,22 +57,11 @@ def load_activation_file(path: str | Path) -> Tensor:
         raise ValueError(
             f"{file}: unknown activation file type {file.suffix!r}, expected one of {SUFFIXES}"
         )
-    try:
-        value = _parse(file)
-    except pickle.UnpicklingError as err:
-        # torch.load(weights_only=True) refused to run code the file asks for; its message
-        # goes on to advise weights_only=False, which the tracker never does.
-        named = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" ({named.group(1)})" if named else ""
-        raise ValueError(
-            f"{file}: not plain tensors: loading it would run code{what}; save the "
-            "activations as a tensor (torch.save(x)), .npy or .safetensors"
-        ) from err
-    except (OSError, SafetensorError, RuntimeError, ValueError, TypeError, EOFError) as err:
-        # np.load refuses object arrays without pickle, torch.from_numpy arrays of strings:
-        # say which file, and why, on one line.
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{file}: cannot read activations ({reason})") from err
+    value = read_tensors(
+        file,
+        "activations",
+        "save the activations as a tensor (torch.save(x)), .npy or .safetensors",
+    )
     if isinstance(value, dict):
         if TENSOR_KEY not in value:
             found = sorted(value)

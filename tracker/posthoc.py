@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from lightning.pytorch.utilities import move_data_to_device
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from tracker.activations import read_tensors
 from tracker.capture import Selector, capture, resolve_modules
 from tracker.config import MatchConfig, SAEConfig
 from tracker.lock import RunLock
@@ -174,21 +171,11 @@ def load_probe(path: str | Path) -> Tensor:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"probe file {file} does not exist")
-    try:
-        if file.suffix == ".npy":
-            value: Any = torch.from_numpy(np.load(file, allow_pickle=False))
-        elif file.suffix == ".safetensors":
-            tensors = load_file(str(file))
-            value = tensors.get(
-                "probe", next(iter(tensors.values())) if len(tensors) == 1 else None
-            )
-        elif file.suffix == ".pt":
-            value = torch.load(file, map_location="cpu", weights_only=True)
-        else:
-            raise ValueError(f"{file}: unknown probe file type, expected .npy, .pt or .safetensors")
-    except (OSError, RuntimeError, SafetensorError, pickle.UnpicklingError, TypeError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{file}: cannot read the probe inputs ({reason})") from err
+    if file.suffix not in (".npy", ".pt", ".safetensors"):
+        raise ValueError(f"{file}: unknown probe file type, expected .npy, .pt or .safetensors")
+    value = read_tensors(file, "the probe inputs", "save the probe inputs as a tensor")
+    if isinstance(value, dict):  # safetensors: its one tensor, or the one named "probe"
+        value = value.get("probe", next(iter(value.values())) if len(value) == 1 else None)
     if not isinstance(value, Tensor) or value.ndim == 0 or len(value) == 0:
         raise ValueError(f"{file}: expected one tensor of probe inputs [n, ...]")
     return value

@@ -8,17 +8,15 @@ import glob
 import importlib
 import inspect
 import json
-import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from tracker.activations import read_tensors
 
 WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 STEP_IN_NAME = re.compile(r"(?:^|[^a-z])(?:step|checkpoint)[-_=]?(\d+)(?!.*\d)", re.IGNORECASE)
@@ -83,7 +81,11 @@ def _describe(path: Path) -> SavedCheckpoint:
     if path.suffix not in WEIGHT_SUFFIXES:
         raise ValueError(f"{path}: not a checkpoint (expected one of {WEIGHT_SUFFIXES})")
     if path.suffix == ".ckpt":
-        step = _load(path).get("global_step")
+        try:  # the step without reading the weights; a legacy-format file has to be read
+            contents = _load(path, mmap=True)
+        except ValueError:
+            contents = _load(path)
+        step = contents.get("global_step")
         if not isinstance(step, int):
             raise ValueError(f"{path}: a Lightning checkpoint without an integer global_step")
         return SavedCheckpoint(path, step, "lightning")
@@ -102,22 +104,12 @@ def _step_from_name(path: Path) -> int:
     return int(found.group(1))
 
 
-def _load(path: Path) -> dict[str, Any]:
-    """A checkpoint file's top-level dict, tensors only."""
-    try:
-        if path.suffix == ".safetensors":
-            return dict(load_file(str(path)))
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        named = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" ({named.group(1)})" if named else ""
-        raise ValueError(
-            f"{path}: holds objects other than tensors{what}, and loading them would run code; "
-            "save the model's state_dict (torch.save(model.state_dict(), path))"
-        ) from err
-    except (OSError, RuntimeError, SafetensorError, EOFError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot read the checkpoint ({reason})") from err
+def _load(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint file's top-level dict, tensors only (`mmap`: tensors mapped, not read)."""
+    advice = "save the model's state_dict (torch.save(model.state_dict(), path))"
+    value = read_tensors(
+        path, "the checkpoint", advice, mmap=mmap and path.suffix != ".safetensors"
+    )
     if not isinstance(value, dict):
         raise ValueError(
             f"{path}: expected a state_dict (a dict of tensors), found {type(value).__name__}"
@@ -125,8 +117,8 @@ def _load(path: Path) -> dict[str, Any]:
     return value
 
 
-def state_dict_of(saved: SavedCheckpoint) -> dict[str, Tensor]:
-    """The model weights a checkpoint holds."""
+def state_dict_of(saved: SavedCheckpoint, value: dict[str, Any] | None = None) -> dict[str, Tensor]:
+    """The model weights a checkpoint holds (`value`: its file's contents, if read already)."""
     if saved.kind == "transformers":
         files = sorted(saved.path.glob("*.safetensors")) or sorted(saved.path.glob("*.bin"))
         if not files:
@@ -135,7 +127,7 @@ def state_dict_of(saved: SavedCheckpoint) -> dict[str, Tensor]:
         for file in files:
             state.update(_load(file))
         return state
-    value = _load(saved.path)
+    value = value if value is not None else _load(saved.path)
     for key in ("state_dict", "model"):
         if key in value and isinstance(value[key], dict):
             value = value[key]
@@ -175,16 +167,17 @@ def build_model(build: Build | None, saved: SavedCheckpoint) -> nn.Module:
 
         return AutoModelForCausalLM.from_pretrained(saved.path, local_files_only=True)
     factory = resolve_build(build)
+    contents = None if saved.kind == "transformers" else _load(saved.path)  # read once
     hparams = {}
-    if saved.kind == "lightning" and inspect.isclass(factory):
-        hparams = dict(_load(saved.path).get("hyper_parameters") or {})
+    if saved.kind == "lightning" and inspect.isclass(factory) and contents is not None:
+        hparams = dict(contents.get("hyper_parameters") or {})
     model = factory(**hparams)
     if not isinstance(model, nn.Module):
         name = build if isinstance(build, str) else getattr(build, "__qualname__", repr(build))
         raise ValueError(
             f"model factory {name!r} built a {type(model).__name__}, not a torch.nn.Module"
         )
-    state = state_dict_of(saved)
+    state = state_dict_of(saved, contents)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
