@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from tracker.activations import read_tensors
 from tracker.capture import Selector, capture, resolve_modules
+from tracker.checks import resolve_device
 from tracker.config import MatchConfig, SAEConfig
 from tracker.lock import RunLock
 from tracker.probe import ProbeSet, first_tensor
@@ -85,8 +86,7 @@ def capture_checkpoints(
     saved = find_checkpoints(source)
     probe_set = ProbeSet(probe, probe_batch_size)
     run_dir = RunDir(Path(root) / run)
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    target = torch.device(auto if device == "auto" else device)
+    target = resolve_device(device)
     forward = probe_forward or (lambda model, batch: model(first_tensor(batch)))
     todo = [c for c in saved if not _captured(run_dir, modules, c.step)]
     if len(todo) < len(saved):
