@@ -44,7 +44,7 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path, capsys):
 def test_threads_default_to_the_cores_this_process_may_use(tmp_path, capsys):
     import torch
 
-    from tracker.cli import usable_cores
+    from tracker.checks import usable_cores
 
     before = torch.get_num_threads()
     x = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))

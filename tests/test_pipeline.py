@@ -137,12 +137,14 @@ def _tables(db):
 
 @pytest.mark.slow
 def test_inline_background_and_defer_write_the_same_tables(tmp_path, capsys):
+    # The same threads in every mode: equal tables must not hang on summation order.
+    threads = torch.get_num_threads()
     inline = _tables(_train(tmp_path, "inline") / "lineage.duckdb")
-    background = _tables(_train(tmp_path, "background", queue_size=1) / "lineage.duckdb")
+    background = _train(tmp_path, "background", queue_size=1, threads=threads)
+    background = _tables(background / "lineage.duckdb")
     deferred = _train(tmp_path, "defer")
     assert not (deferred / "lineage.duckdb").exists()
-    # The same threads as the inline fits: equal tables must not hang on summation order.
-    assert main(["fit", str(deferred), "--threads", str(torch.get_num_threads())]) == 0
+    assert main(["fit", str(deferred), "--threads", str(threads)]) == 0
     assert "4 checkpoints" in capsys.readouterr().out
     fitted = _tables(deferred / "lineage.duckdb")
     tau = open_db(deferred / "lineage.duckdb").checkpoints("defer")["tau"].drop_nulls()
@@ -384,3 +386,78 @@ def test_each_fitted_checkpoint_reaches_the_trainers_logger(tmp_path, mode):
         # A birth may be confirmed by the next checkpoint, after it was logged.
         assert row["tracker/body.0/births"] <= n.get("birth", 0)
     assert rows["tracker/body.0/fvu"].is_between(0, 1.5).all()
+
+
+class CountsThreads(TinyNet):
+    """Records the CPU threads the training thread has at each step."""
+
+    seen: list[int] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(torch.get_num_threads())
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_fitting_runs_on_its_own_thread_count_and_leaves_trainings(tmp_path, monkeypatch, mode):
+    fitting, add = [], Analyzer.add
+
+    def counted(self, step, acts):
+        fitting.append(torch.get_num_threads())
+        return add(self, step, acts)
+
+    monkeypatch.setattr(Analyzer, "add", counted)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tracker = watching(tmp_path, mode, mode, [0, 4, 8], threads=1)
+        net = CountsThreads()
+        net.seen = []
+        trainer(tmp_path, max_steps=12, callbacks=[tracker]).fit(net, loader())
+        assert fitting == [1, 1, 1, 1], "every checkpoint was fitted on one thread"
+        assert set(net.seen) == {2} and torch.get_num_threads() == 2, "training kept its own"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_background_fitting_takes_half_the_usable_cores_by_default(tmp_path):
+    from tracker.checks import usable_cores
+
+    assert watching(tmp_path, "b", "background", 4).fit_threads == max(1, usable_cores() // 2)
+    assert watching(tmp_path, "i", "inline", 4).fit_threads is None  # training's own
+    assert watching(tmp_path, "t", "background", 4, threads=3).fit_threads == 3
+
+
+def test_at_end_leave_returns_without_waiting_and_tracker_fit_completes(
+    tmp_path, caplog, monkeypatch
+):
+    import tracker.fitter
+
+    release, add = threading.Event(), Analyzer.add
+    worker_done, work = threading.Event(), SnapshotFitter._work
+
+    def slow(self, step, acts):  # the first fit lasts until the test lets it go
+        release.wait()
+        return add(self, step, acts)
+
+    def tracked_work(self):
+        try:
+            work(self)
+        finally:
+            worker_done.set()
+
+    monkeypatch.setattr(Analyzer, "add", slow)
+    monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
+    monkeypatch.setattr(tracker.fitter, "STOP_SECONDS", 0.2)
+    seed_everything(0)
+    watcher = watching(tmp_path, "leave", "background", [0, 4, 8], at_end="leave")
+    trainer(tmp_path, max_steps=12, callbacks=[watcher]).fit(TinyNet(), loader())
+    assert not release.is_set(), "trainer.fit returned while the first fit was still running"
+    assert "(steps 0, 4, 8, 12" in caplog.text and "tracker fit" in caplog.text
+    release.set()
+    assert worker_done.wait(timeout=60)
+    monkeypatch.setattr(Analyzer, "add", add)
+    run_dir = tmp_path / "runs" / "leave"
+    assert main(["fit", str(run_dir)]) == 0
+    stored = open_db(run_dir / "lineage.duckdb").checkpoints("leave", "body.0")
+    assert stored["step"].to_list() == [0, 4, 8, 12]

@@ -15,7 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
-from tracker.capture import Selector, capture, gather_rows, resolve_modules
+from tracker.capture import Selector, capture, gather_rows, resolve_modules, selectors_for
+from tracker.checks import check_choice, check_positive, check_threads, usable_cores
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
@@ -63,12 +64,11 @@ class FeatureTracker(Callback):
         match: the matching config for inline and background fitting (or a dict).
         queue_size: background mode: snapshots waiting for the worker before later ones
             wait in order until training ends.
-        dtype: "float16" (default, half the disk) or "float32".
-        probe_batch_size: probe inputs per forward (a DataLoader's own batch size wins).
-        probe_forward: `f(module, batch)` to feed the model a probe batch; by default the
-            batch (or its first element for (input, target) pairs) is passed to the module.
-        metrics_every: also record `trainer.callback_metrics` every this many steps, for the
-            training curves; they are always recorded at snapshots.
+        threads: CPU threads for fitting (default: background fitting takes half the cores
+            this process may use, at least one, leaving the rest to training; inline fitting
+            uses training's). Set 1 on a machine other jobs share.
+        at_end: background mode: "wait" (default) fits what is left before `trainer.fit`
+            returns; "leave" returns within seconds, leaving it for `tracker fit RUN_DIR`.
 
     Raises:
         ValueError: at construction for bad arguments; before training starts for an unknown
@@ -98,25 +98,23 @@ class FeatureTracker(Callback):
         probe_batch_size: int = 256,
         probe_forward: Callable[[LightningModule, Any], Any] | None = None,
         metrics_every: int = 50,
+        threads: int | None = None,
+        at_end: Literal["wait", "leave"] = "wait",
     ) -> None:
         modules = check_layer_names(modules)
         if not run or "/" in run or run in (".", ".."):
             raise ValueError(f"run must be a plain name (no '/'), got {run!r}")
-        if fit not in ("inline", "background", "defer"):
-            raise ValueError(f"fit must be 'inline', 'background' or 'defer', got {fit!r}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be positive, got {queue_size}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if metrics_every < 1:
-            raise ValueError(f"metrics_every must be positive, got {metrics_every}")
-        selectors = dict(select) if isinstance(select, Mapping) else dict.fromkeys(modules, select)
-        unknown = set(selectors) - set(modules)
-        if unknown or set(modules) - set(selectors):
-            raise ValueError(
-                f"select must give a selector for each watched module {list(modules)}, "
-                f"got {sorted(selectors)}"
-            )
+        check_choice("fit", fit, ("inline", "background", "defer"))
+        check_choice("at_end", at_end, ("wait", "leave"))
+        check_choice("dtype", dtype, sorted(DTYPES))
+        check_positive("queue_size", queue_size)
+        check_positive("metrics_every", metrics_every)
+        self.fit_threads = check_threads(threads) or (
+            max(1, usable_cores() // 2) if fit == "background" else None
+        )
+        """CPU threads fitting uses (None: training's own)."""
+        self.at_end = at_end
+        selectors = selectors_for(modules, select)
         self.layers = list(modules)
         """The watched layers: module names from `model.named_modules()`."""
         self.probe = ProbeSet(probe, probe_batch_size)
@@ -182,6 +180,7 @@ class FeatureTracker(Callback):
                     self.match,
                     background=self.fit_mode == "background",
                     queue_size=self.queue_size,
+                    threads=self.fit_threads,
                 )
 
     def _dry_run(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int]:
@@ -226,7 +225,7 @@ class FeatureTracker(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._maybe_snapshot(trainer, pl_module, final=True)
         self._metrics.flush(write=trainer.is_global_zero)
-        self._finish(trainer)
+        self._finish(trainer, wait=self.at_end == "wait")
 
     @override
     def on_exception(

@@ -9,7 +9,7 @@ and every module gets back the mode it had.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,6 +37,19 @@ def resolve_modules(root: nn.Module, names: list[str]) -> dict[str, nn.Module]:
             raise ValueError(f"module {name!r} is not in the model's named_modules(){hint}")
         modules[name] = available[name]
     return modules
+
+
+def selectors_for(
+    modules: Sequence[str], select: Selector | Mapping[str, Selector]
+) -> dict[str, Selector]:
+    """One selector for every watched module: `select` itself, or its mapping per module."""
+    selectors = dict(select) if isinstance(select, Mapping) else dict.fromkeys(modules, select)
+    if set(selectors) != set(modules):
+        raise ValueError(
+            f"select must give a selector for each watched module {list(modules)}, "
+            f"got {sorted(selectors)}"
+        )
+    return selectors
 
 
 def select(output: Any, selector: Selector, name: str) -> Tensor:

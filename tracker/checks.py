@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -47,6 +49,52 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for, but CUDA is not available here")
     return torch.device(device)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or `taskset`
+    narrows), not the machine's: torch's default counts the machine's and oversubscribes."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
+    """One line naming the argument and its choices: "fit must be 'a', 'b' or 'c', got 'd'"."""
+    if value not in choices:
+        *head, last = map(repr, choices)
+        options = f"{', '.join(head)} or {last}" if head else last
+        raise ValueError(f"{name} must be {options}, got {value!r}")
+
+
+def check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+def check_threads(threads: int | None, name: str = "threads") -> int | None:
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(f"{name} must be a positive int or None, got {threads!r}")
+    return threads
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` CPU threads (None: leave torch's setting), then restore.
+    The count is the calling thread's own: a worker thread setting it leaves the training
+    thread's untouched."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_steps(steps: Iterable[object], where: str = "checkpoint steps") -> list[int]:

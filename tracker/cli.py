@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 import torch
 
 from tracker import commands as cmd
+from tracker.checks import usable_cores
 from tracker.config import MatchConfig, SAEConfig
 from tracker.sae import ARCHITECTURES
 
@@ -160,15 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="directory for cfg.json + sae.safetensors")
     _add_sae_options(fit)
     return parser
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which a container or `taskset`
-    narrows), not the machine's: torch's default counts the machine's and oversubscribes."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

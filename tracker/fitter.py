@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+import torch
+
+from tracker.checks import torch_threads
 from tracker.config import MatchConfig, SAEConfig
 from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot, write_probe
 from tracker.reader import Reader
@@ -41,8 +44,12 @@ class SnapshotFitter:
         *,
         background: bool,
         queue_size: int = 64,
+        threads: int | None = None,
     ) -> None:
         self.run_dir, self.run = run_dir, run
+        self.threads = threads
+        """CPU threads for fitting (None: torch's setting); in the background, the worker
+        thread's own count, so training's is untouched."""
         self.writer = Writer(run_dir.path / DB_NAME)
         self.writer.write_run(
             run,
@@ -90,7 +97,8 @@ class SnapshotFitter:
     def submit(self, step: int) -> None:
         self.submitted.append(step)
         if self._queue is None:
-            self._process(step)
+            with torch_threads(self.threads):
+                self._process(step)
             return
         if not self._waiting:
             try:
@@ -162,6 +170,8 @@ class SnapshotFitter:
 
     def _work(self) -> None:
         try:
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)  # this thread's count only
             self._work_through()
         finally:
             self._finished.set()

@@ -8,6 +8,7 @@ printed: of the training loop (to the last step) and, for background, of the who
 `trainer.fit` (which waits for the queued fits at the end).
 
     python experiments/bench/callback_overhead.py [--steps 3000] [--repeats 3] [--fit background]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class LoopTimer(Callback):
         self.end = time.perf_counter()
 
 
-def train(steps: int, root: Path | None, fit: str = "defer") -> tuple[float, float]:
+def train(
+    steps: int, root: Path | None, fit: str = "defer", threads: int | None = None
+) -> tuple[float, float]:
     """(training loop, whole fit) seconds."""
     seed_everything(0)
     x = torch.randn(8192, 64)
@@ -71,6 +74,7 @@ def train(steps: int, root: Path | None, fit: str = "defer") -> tuple[float, flo
                 root=root,
                 fit=fit,  # type: ignore[arg-type]
                 sae={"d_sae": 256, "k": 8, "steps": 300},
+                threads=threads,
             )
         )
     trainer = Trainer(
@@ -93,17 +97,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fit", choices=["defer", "background"], default="defer")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="the callback's threads (default: its own)"
+    )
     args = parser.parse_args()
     plain, tracked = [], []
     with tempfile.TemporaryDirectory() as tmp:
         train(50, None), train(50, Path(tmp) / "warmup")  # imports, allocator, thread pool
         for i in range(args.repeats):
             plain.append(train(args.steps, None))
-            tracked.append(train(args.steps, Path(tmp) / f"run{i}", args.fit))
+            tracked.append(train(args.steps, Path(tmp) / f"run{i}", args.fit, args.threads))
         n_files = len(list(Path(tmp).glob("run0/bench/activations/*/*.safetensors")))
     print(
         f"{args.steps} steps, 2 watched layers, 1024 probe inputs, {n_files} snapshot files, "
-        f"fit={args.fit}"
+        f"fit={args.fit}, fitting threads {args.threads or 'default'}"
     )
     for i, what in enumerate(["training loop", "whole fit"] if args.fit != "defer" else ["fit"]):
         without = statistics.median(t[i] for t in plain)
