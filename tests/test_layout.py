@@ -34,6 +34,7 @@ STAGES = {
         "resume",
         "pipeline",
         "fitter",
+        "worker",
         "lock",
         "callback",
         "posthoc",
