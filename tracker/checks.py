@@ -83,9 +83,7 @@ def check_threads(threads: int | None, name: str = "threads") -> int | None:
 
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with `threads` CPU threads (None: leave torch's setting), then restore.
-    The count is the calling thread's own: a worker thread setting it leaves the training
-    thread's untouched."""
+    """Run the block with `threads` CPU threads (None: leave torch's setting), then restore."""
     if threads is None:
         yield
         return
