@@ -59,7 +59,7 @@ class FeatureTracker(Callback):
         sae: the SAE config used when the snapshots are fitted (or a dict of its fields).
         fit: "defer" saves snapshots only (fit them later with `tracker fit RUN_DIR`);
             "inline" fits, matches and stores each snapshot at once, in the training loop;
-            "background" does it in a worker process at the lowest priority, so training
+            "background" does it in a worker thread fed by a bounded queue, so training
             never waits (a failed fit is logged and recorded, and training goes on).
             All three write the same tables to `root/run/lineage.duckdb`.
         match: the matching config for inline and background fitting (or a dict).

@@ -83,7 +83,9 @@ def check_threads(threads: int | None, name: str = "threads") -> int | None:
 
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with `threads` CPU threads (None: leave torch's setting), then restore."""
+    """Run the block with `threads` CPU threads (None: leave torch's setting), then restore.
+    The count is the calling thread's own: a worker thread setting it leaves the training
+    thread's untouched."""
     if threads is None:
         yield
         return

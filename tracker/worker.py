@@ -3,11 +3,10 @@
 A fitting thread inside the training process shares its interpreter lock: on 2 CPU cores a
 thread fitting SAEs non-stop made a small model's training loop 3.9x slower, and the same
 fits in a separate process at nice 19 cost it 1.02x (measured in one run). So the callback
-starts a fresh interpreter running `serve` (nothing of the user's script is re-run, as
-multiprocessing's spawn would without a `__main__` guard), sends it each snapshot step over
-a pipe, and gets back each checkpoint written (for the trainer's loggers), the worker's log
-records (re-emitted in the training process, so they reach the user's logging), and a last
-word.
+starts `python -m tracker.worker` (a fresh interpreter: nothing of the user's script is
+re-run, as multiprocessing's spawn would), sends it each snapshot step over a pipe, and
+gets back each checkpoint written (for the trainer's loggers), the worker's log records
+(re-emitted in the training process, so they reach the user's logging), and a last word.
 The worker writes the run's DuckDB file; the training process never opens it meanwhile.
 """
 

@@ -2,7 +2,7 @@
 
 A small MLP trains for a few thousand steps; the tracker watches two layers on a probe set
 of 1024 inputs with 20 log-spaced snapshots, in "defer" mode (snapshots only) by default or
-`--fit background` (SAEs of 256 latents, k 8, 300 steps, fitted in the worker process while
+`--fit background` (SAEs of 256 latents, k 8, 300 steps, fitted in a worker thread while
 training runs). Runs with and without the callback alternate, and the ratios of medians are
 printed: of the training loop (to the last step) and, for background, of the whole
 `trainer.fit` (which waits for the queued fits at the end).
