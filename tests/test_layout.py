@@ -34,7 +34,6 @@ STAGES = {
         "resume",
         "pipeline",
         "fitter",
-        "worker",
         "lock",
         "callback",
         "posthoc",

@@ -3,6 +3,7 @@
 import threading
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -10,15 +11,14 @@ import torch
 from lightning.pytorch import seed_everything
 from tiny import TinyNet, dataset, loader, one_of_each, trainer
 
-import tracker.worker
 from tracker import FeatureTracker, MatchConfig, SAEConfig
 from tracker.cli import main
+from tracker.fitter import SnapshotFitter
 from tracker.pipeline import Analyzer
 from tracker.planted import score_events
 from tracker.reader import open_db
 from tracker.snapshots import RunDir
 from tracker.store import Writer
-from tracker.worker import BackgroundFitter
 
 SMALL_SAE = SAEConfig(d_sae=16, k=2, steps=60, batch_size=64)
 
@@ -180,9 +180,11 @@ def test_a_failed_background_fit_is_recorded_and_training_goes_on(tmp_path, capl
 def test_a_failure_that_cannot_be_recorded_neither_stops_nor_hangs_training(
     tmp_path, caplog, monkeypatch
 ):
-    monkeypatch.setattr(tracker.worker, "SERVE", "worker_hooks:unrecordable")
+    def locked(*args):
+        raise duckdb.IOException("Could not set lock on file: Conflicting lock is held")
+
+    monkeypatch.setattr(Writer, "write_failure", locked)
     run_dir = _train(tmp_path, "background", sae=UNFITTABLE)
-    # The worker's log reaches the training process's logging.
     assert "could not write to" in caplog.text and "Conflicting lock" in caplog.text
     assert "4 checkpoint(s) of run background are not in its lineage (steps 0, 4, 8, 12;" in (
         caplog.text
@@ -190,12 +192,23 @@ def test_a_failure_that_cannot_be_recorded_neither_stops_nor_hangs_training(
     assert (run_dir / "lineage.duckdb").exists()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_closing_never_waits_on_a_dead_worker(tmp_path, caplog, monkeypatch):
     run_dir = _train(tmp_path, "defer")  # snapshots on disk, nothing fitted
-    monkeypatch.setattr(tracker.worker, "SERVE", "worker_hooks:dies")
-    fitter = BackgroundFitter(
-        RunDir(run_dir), "defer", ["body.0"], SMALL_SAE, MatchConfig(), queue_size=1
+    fitter = SnapshotFitter(
+        RunDir(run_dir),
+        "defer",
+        ["body.0"],
+        SMALL_SAE,
+        MatchConfig(),
+        background=True,
+        queue_size=1,
     )
+
+    def die(step):
+        raise SystemExit  # ends the worker thread, as no Exception handler catches it
+
+    monkeypatch.setattr(fitter, "_process", die)
     for step in (0, 4, 8, 12):  # the queue holds one: the rest wait in memory
         fitter.submit(step)
     closing = threading.Thread(target=fitter.close, daemon=True)
@@ -203,21 +216,6 @@ def test_closing_never_waits_on_a_dead_worker(tmp_path, caplog, monkeypatch):
     closing.join(timeout=60)
     assert not closing.is_alive(), "close() blocked on a dead worker"
     assert "(steps 0, 4, 8, 12;" in caplog.text
-
-
-def test_the_worker_fits_on_its_own_threads_and_the_lineage_is_inlines(tmp_path):
-    run_dir = _train(tmp_path, "defer")
-    before = torch.get_num_threads()
-    fitter = BackgroundFitter(
-        RunDir(run_dir), "defer", ["body.0"], SMALL_SAE, MatchConfig(), threads=1
-    )
-    for step in (0, 4, 8, 12):
-        fitter.submit(step)
-    fitter.close()
-    assert fitter.worker_threads == 1 and torch.get_num_threads() == before
-    assert fitter.missing() == [] and len(fitter.done) == 4
-    stored = open_db(run_dir / "lineage.duckdb").checkpoints("defer", "body.0")
-    assert stored["step"].to_list() == [0, 4, 8, 12]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -318,24 +316,30 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(
     import os
     import signal as signals
 
-    monkeypatch.setattr(tracker.worker, "SERVE", "worker_hooks:stuck")
-    monkeypatch.setattr(tracker.worker, "STOP_SECONDS", 1.0)
-    workers, start = [], BackgroundFitter.__init__
+    release = threading.Event()
+    started = []
 
-    def kept(self, *args, **kwargs):
-        start(self, *args, **kwargs)
-        workers.append(self)
+    def stuck(self, step, acts):  # a fit that would take for ever
+        started.append(step)
+        release.wait()
 
-    monkeypatch.setattr(BackgroundFitter, "__init__", kept)
-    tracker_ = watching(tmp_path, "ctrl-c", "background", "every:1")
-    fit = trainer(tmp_path, max_steps=6, callbacks=[tracker_])
-    done = threading.Event()
+    monkeypatch.setattr(Analyzer, "add", stuck)
+    worker_done, work = threading.Event(), SnapshotFitter._work
+
+    def tracked_work(self):
+        try:
+            work(self)
+        finally:
+            worker_done.set()
+
+    monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
+    tracker = watching(tmp_path, "ctrl-c", "background", "every:1")
+    fit = trainer(tmp_path, max_steps=6, callbacks=[tracker])
 
     def ctrl_c_once_training_is_over():
-        while fit.global_step < 6 and not done.is_set():
-            done.wait(0.05)
-        if not done.is_set():
-            done.wait(0.5)  # inside close(), waiting for the stuck fit
+        while fit.global_step < 6 and not release.is_set():
+            release.wait(0.05)
+        if not release.is_set():
             os.kill(os.getpid(), signals.SIGINT)
 
     handler = signals.getsignal(signals.SIGINT)
@@ -345,14 +349,13 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown on Ctrl-C
             fit.fit(Interrupted() if when == "in training" else TinyNet(), loader())
     finally:
-        done.set()
+        release.set()
         signals.signal(signals.SIGINT, handler)
-    (worker,) = workers
-    assert worker._process.poll() is not None, "the worker process is stopped"
-    stuck_on = [r.getMessage() for r in caplog.records if "stuck fitting" in r.getMessage()]
-    assert stuck_on in ([], ["stuck fitting step 0"]), "no step started after the interrupt"
-    if stuck_on:  # the stuck fit had begun: it was stopped, not waited for
+        assert worker_done.wait(timeout=60), "the worker ends once its fit returns"
+    assert started in ([], [0]), "the worker started no step after the interrupt"
+    if started:  # the stuck fit had begun: it was left, not waited for
         assert "a fit was still running when training stopped" in caplog.text
+    assert "fitting step" not in caplog.text, "the worker ended without an error"
     assert "(steps 0, 1, 2, 3, 4, 5" in caplog.text and "tracker fit" in caplog.text
     assert not (tmp_path / "runs" / "ctrl-c" / ".writer.lock").exists()
 
@@ -388,17 +391,15 @@ def test_each_fitted_checkpoint_reaches_the_trainers_logger(tmp_path, mode):
 class CountsThreads(TinyNet):
     """Records the CPU threads the training thread has at each step."""
 
-    def __init__(self):
-        super().__init__()
-        self.seen: list[int] = []
+    seen: list[int] = []
 
     def training_step(self, batch, batch_idx):
         self.seen.append(torch.get_num_threads())
         return super().training_step(batch, batch_idx)
 
 
-def test_inline_fitting_runs_on_its_own_thread_count_and_leaves_trainings(tmp_path, monkeypatch):
-    mode = "inline"
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_fitting_runs_on_its_own_thread_count_and_leaves_trainings(tmp_path, monkeypatch, mode):
     fitting, add = [], Analyzer.add
 
     def counted(self, step, acts):
@@ -411,6 +412,7 @@ def test_inline_fitting_runs_on_its_own_thread_count_and_leaves_trainings(tmp_pa
     try:
         tracker = watching(tmp_path, mode, mode, [0, 4, 8], threads=1)
         net = CountsThreads()
+        net.seen = []
         trainer(tmp_path, max_steps=12, callbacks=[tracker]).fit(net, loader())
         assert fitting == [1, 1, 1, 1], "every checkpoint was fitted on one thread"
         assert set(net.seen) == {2} and torch.get_num_threads() == 2, "training kept its own"
@@ -429,13 +431,32 @@ def test_background_fitting_takes_half_the_usable_cores_by_default(tmp_path):
 def test_at_end_leave_returns_without_waiting_and_tracker_fit_completes(
     tmp_path, caplog, monkeypatch
 ):
-    monkeypatch.setattr(tracker.worker, "SERVE", "worker_hooks:stuck")
-    monkeypatch.setattr(tracker.worker, "STOP_SECONDS", 0.5)
+    import tracker.fitter
+
+    release, add = threading.Event(), Analyzer.add
+    worker_done, work = threading.Event(), SnapshotFitter._work
+
+    def slow(self, step, acts):  # the first fit lasts until the test lets it go
+        release.wait()
+        return add(self, step, acts)
+
+    def tracked_work(self):
+        try:
+            work(self)
+        finally:
+            worker_done.set()
+
+    monkeypatch.setattr(Analyzer, "add", slow)
+    monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
+    monkeypatch.setattr(tracker.fitter, "STOP_SECONDS", 0.2)
     seed_everything(0)
     watcher = watching(tmp_path, "leave", "background", [0, 4, 8], at_end="leave")
     trainer(tmp_path, max_steps=12, callbacks=[watcher]).fit(TinyNet(), loader())
-    # Every fit hangs, so only not waiting lets trainer.fit return.
+    assert not release.is_set(), "trainer.fit returned while the first fit was still running"
     assert "(steps 0, 4, 8, 12" in caplog.text and "tracker fit" in caplog.text
+    release.set()
+    assert worker_done.wait(timeout=60)
+    monkeypatch.setattr(Analyzer, "add", add)
     run_dir = tmp_path / "runs" / "leave"
     assert main(["fit", str(run_dir)]) == 0
     stored = open_db(run_dir / "lineage.duckdb").checkpoints("leave", "body.0")

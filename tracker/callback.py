@@ -24,7 +24,6 @@ from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
 from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, check_layer_names
 from tracker.text import TextProbe
-from tracker.worker import BackgroundFitter
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class FeatureTracker(Callback):
         self.fit_mode = fit
         self.match = MatchConfig.given(match, "match")
         self.queue_size = queue_size
-        self._fitter: SnapshotFitter | BackgroundFitter | None = None
+        self._fitter: SnapshotFitter | None = None
         self._lock = RunLock(self.run_dir.path, run)
         self.dtype = dtype
         self.forward = probe_forward or _default_forward
@@ -173,11 +172,15 @@ class FeatureTracker(Callback):
                 match=self.match.to_dict(),
             )
             if self.fit_mode != "defer":
-                config = (self.run_dir, self.run, self.layers, self.sae, self.match)
-                self._fitter = (
-                    BackgroundFitter(*config, queue_size=self.queue_size, threads=self.fit_threads)
-                    if self.fit_mode == "background"
-                    else SnapshotFitter(*config, threads=self.fit_threads)
+                self._fitter = SnapshotFitter(
+                    self.run_dir,
+                    self.run,
+                    self.layers,
+                    self.sae,
+                    self.match,
+                    background=self.fit_mode == "background",
+                    queue_size=self.queue_size,
+                    threads=self.fit_threads,
                 )
 
     def _dry_run(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int]:

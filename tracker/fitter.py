@@ -1,12 +1,15 @@
-"""Fitting snapshots as they are written: one step at a time, in the training loop (inline)
-or in the background fitting process (`tracker.worker`)."""
+"""Fitting snapshots while training runs: inline, or in a background worker thread."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
+
+import torch
 
 from tracker.checks import torch_threads
 from tracker.config import MatchConfig, SAEConfig
@@ -17,42 +20,18 @@ from tracker.store import Writer
 
 log = logging.getLogger(__name__)
 
-
-def log_summaries(
-    summaries: Sequence[tuple[str, int, dict[str, float]]], loggers: Sequence[Any]
-) -> None:
-    for layer, step, numbers in summaries:
-        metrics = {f"tracker/{layer}/{name}": value for name, value in numbers.items()}
-        for logger in loggers:
-            logger.log_metrics(metrics, step=step)
-
-
-def missing_steps(
-    submitted: Sequence[int], layers: Iterable[str], done: set[tuple[str, int]]
-) -> list[int]:
-    wanted = {(layer, step) for step in submitted for layer in layers}
-    return sorted({step for _, step in wanted - done})
-
-
-def warn_missing(run: str, run_dir: RunDir, missing: Sequence[int]) -> None:
-    if missing:
-        log.warning(
-            "tracker: %d checkpoint(s) of run %s are not in its lineage (steps %s; see the "
-            "log above and the failures table); their snapshots are on disk: complete the "
-            "lineage with `tracker fit %s`",
-            len(missing),
-            run,
-            ", ".join(map(str, missing)),
-            run_dir.path,
-        )
+_STOP = -1
+STOP_SECONDS = 5.0
+"""How long an interrupted run waits for the fit under way."""
 
 
 class SnapshotFitter:
-    """Feeds each written snapshot step of a run to one `Analyzer` per layer, at once.
+    """Feeds each written snapshot step of a run to one `Analyzer` per layer.
 
-    Inline fitting drives it from the training loop; background fitting drives it in a
-    separate process (`tracker.worker`). Each step is read back from its file, so every mode
-    fits exactly what `tracker fit` would.
+    Inline, `submit` does the work at once. In the background a worker thread takes steps
+    from a bounded queue; `submit` never waits: once the queue is full, later steps wait in
+    order in memory (the snapshots are on disk) and are fitted when training ends. Each step
+    is read back from its file, so every mode fits exactly what `tracker fit` would.
     """
 
     def __init__(
@@ -63,11 +42,14 @@ class SnapshotFitter:
         sae: SAEConfig,
         match: MatchConfig,
         *,
+        background: bool,
+        queue_size: int = 64,
         threads: int | None = None,
     ) -> None:
         self.run_dir, self.run = run_dir, run
         self.threads = threads
-        """CPU threads for fitting (None: torch's setting), restored after each step."""
+        """CPU threads for fitting (None: torch's setting); in the background, the worker
+        thread's own count, so training's is untouched."""
         self.writer = Writer(run_dir.path / DB_NAME)
         self.writer.write_run(
             run,
@@ -75,41 +57,136 @@ class SnapshotFitter:
         )
         write_probe(self.writer, run, run_dir)
         self.analyzers = {layer: Analyzer(self.writer, run, layer, sae, match) for layer in layers}
+        self.failures = 0
         self.submitted: list[int] = []
         self.done: set[tuple[str, int]] = set()
         """(layer, step) of every checkpoint written."""
-        self.summaries: list[tuple[str, int, dict[str, float]]] = []
+        self.summaries: queue.SimpleQueue[tuple[str, int, dict[str, float]]] = queue.SimpleQueue()
         """(layer, step, `pipeline.summary`) of each checkpoint written, for the logger."""
         self._resumed = False
+        self._stopping = False
+        self._finished = threading.Event()
+        """Set when the worker ends. Waited on instead of Thread.join: a Ctrl-C that lands
+        inside join() can leave the thread marked as ended while it still runs."""
+        self._queue: queue.Queue[int] | None = None
+        self._waiting: list[int] = []
+        self._worker: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=queue_size)
+            self._worker = threading.Thread(target=self._work, name="tracker-fit", daemon=True)
+            self._worker.start()
 
     def log(self, loggers: Sequence[Any]) -> None:
         """Each checkpoint written since the last call, through `loggers` (a Lightning
         Trainer's), at its own step: `tracker/<layer>/<births|deaths|splits|merges|
         live_features|stable_share|fvu>`."""
-        log_summaries(self.drain(), loggers)
+        for layer, step, numbers in self.drain():
+            metrics = {f"tracker/{layer}/{name}": value for name, value in numbers.items()}
+            for logger in loggers:
+                logger.log_metrics(metrics, step=step)
 
     def drain(self) -> list[tuple[str, int, dict[str, float]]]:
-        """The summaries of checkpoints written since the last call."""
-        out, self.summaries = self.summaries, []
-        return out
+        """The summaries of checkpoints written since the last call (thread-safe)."""
+        out = []
+        while True:
+            try:
+                out.append(self.summaries.get_nowait())
+            except queue.Empty:
+                return out
 
     def submit(self, step: int) -> None:
         self.submitted.append(step)
-        with torch_threads(self.threads):
-            self._process(step)
+        if self._queue is None:
+            with torch_threads(self.threads):
+                self._process(step)
+            return
+        if not self._waiting:
+            try:
+                self._queue.put_nowait(step)
+                return
+            except queue.Full:
+                log.warning(
+                    "fit queue full at step %d: later snapshots wait for training's end", step
+                )
+        self._waiting.append(step)
 
     def close(self, wait: bool = True) -> None:
-        """Record the run's metrics, then warn about any checkpoint left unfitted, with the
-        command that completes the lineage."""
-        self.finish()
-        warn_missing(self.run, self.run_dir, self.missing())
-
-    def finish(self) -> None:
+        """Finish every submitted step (training is over, so waiting is fine), then warn
+        about any checkpoint left unfitted, with the command that completes the lineage.
+        With wait=False (training was interrupted: Ctrl-C, an error) the steps not yet
+        started are left on disk for `tracker fit`, and the fit under way is given a few
+        seconds before the worker (a daemon thread) is left to end with the process."""
+        if self._queue is not None and self._worker is not None:
+            if wait:
+                for step in [*self._waiting, _STOP]:
+                    self._put(step)
+                while not self._finished.wait(timeout=0.5):  # in slices: Ctrl-C is heard
+                    pass
+            else:
+                self._stopping = True
+                self._put(_STOP)
+                if not self._finished.wait(timeout=STOP_SECONDS):
+                    log.warning(
+                        "tracker: a fit was still running when training stopped; it is left "
+                        "to end with the process (its checkpoint is written whole or not at all)"
+                    )
+            self._waiting = []
+            self._queue = None
+            if not self._finished.is_set():  # the fit it was left to: never touch its file
+                self._warn_missing()
+                return
         self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
+        self._warn_missing()
 
     def missing(self) -> list[int]:
         """Submitted steps of which some layer's checkpoint was not written."""
-        return missing_steps(self.submitted, self.analyzers, self.done)
+        wanted = {(layer, step) for step in self.submitted for layer in self.analyzers}
+        return sorted({step for _, step in wanted - self.done})
+
+    def _warn_missing(self) -> None:
+        missing = self.missing()
+        if missing:
+            log.warning(
+                "tracker: %d checkpoint(s) of run %s are not in its lineage (steps %s; see the "
+                "log above and the failures table); their snapshots are on disk: complete the "
+                "lineage with `tracker fit %s`",
+                len(missing),
+                self.run,
+                ", ".join(map(str, missing)),
+                self.run_dir.path,
+            )
+
+    def _put(self, step: int) -> bool:
+        """Queue a step for the worker; False when the worker is gone (so never blocks on a
+        dead one)."""
+        assert self._queue is not None and self._worker is not None
+        while not self._finished.is_set():
+            try:
+                self._queue.put(step, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)  # this thread's count only
+            self._work_through()
+        finally:
+            self._finished.set()
+
+    def _work_through(self) -> None:
+        queue = self._queue  # its own reference: close() may let go of it before the end
+        assert queue is not None
+        while (step := queue.get()) != _STOP:
+            if self._stopping:  # interrupted: what is left is for `tracker fit`
+                continue
+            try:
+                self._process(step)
+            except Exception:  # the worker outlives any step: training must never wait on it
+                self.failures += 1
+                log.exception("fitting step %d failed", step)
 
     def _record(self, write: Callable[[], None]) -> None:
         """A write of a record (failure, metrics) whose own failure is logged, not raised."""
@@ -124,7 +201,8 @@ class SnapshotFitter:
             self._catch_up(step)
         for layer in self.analyzers:
             self._add(layer, step)
-        self.finish()
+        if not self._stopping:  # once interrupted, the main thread has the last word
+            self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
 
     def _catch_up(self, step: int) -> None:
         """Before the first step: go on from what the store holds, first fitting (in order)
@@ -159,8 +237,9 @@ class SnapshotFitter:
         try:
             numbers = self.analyzers[layer].add(step, read_snapshot(self.run_dir, layer, step))
             self.done.add((layer, step))
-            self.summaries.append((layer, step, numbers))
+            self.summaries.put((layer, step, numbers))
         except Exception as err:  # a failed fit must not stop training
+            self.failures += 1
             log.exception("fitting layer %s at step %d failed", layer, step)
             error = f"{type(err).__name__}: {err}"
             self._record(partial(self.writer.write_failure, self.run, layer, step, error))
