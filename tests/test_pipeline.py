@@ -391,7 +391,9 @@ def test_each_fitted_checkpoint_reaches_the_trainers_logger(tmp_path, mode):
 class CountsThreads(TinyNet):
     """Records the CPU threads the training thread has at each step."""
 
-    seen: list[int] = []
+    def __init__(self):
+        super().__init__()
+        self.seen: list[int] = []
 
     def training_step(self, batch, batch_idx):
         self.seen.append(torch.get_num_threads())
@@ -412,7 +414,6 @@ def test_fitting_runs_on_its_own_thread_count_and_leaves_trainings(tmp_path, mon
     try:
         tracker = watching(tmp_path, mode, mode, [0, 4, 8], threads=1)
         net = CountsThreads()
-        net.seen = []
         trainer(tmp_path, max_steps=12, callbacks=[tracker]).fit(net, loader())
         assert fitting == [1, 1, 1, 1], "every checkpoint was fitted on one thread"
         assert set(net.seen) == {2} and torch.get_num_threads() == 2, "training kept its own"
