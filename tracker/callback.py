@@ -64,9 +64,14 @@ class FeatureTracker(Callback):
         match: the matching config for inline and background fitting (or a dict).
         queue_size: background mode: snapshots waiting for the worker before later ones
             wait in order until training ends.
+        dtype: "float16" (default, half the disk) or "float32".
+        probe_batch_size: probe inputs per forward (a DataLoader's own batch size wins).
+        probe_forward: `f(module, batch)` to feed the model a probe batch; by default the
+            batch (or its first element for (input, target) pairs) is passed to the module.
+        metrics_every: also record `trainer.callback_metrics` every this many steps, for the
+            training curves; they are always recorded at snapshots.
         threads: CPU threads for fitting (default: background fitting takes half the cores
-            this process may use, at least one, leaving the rest to training; inline fitting
-            uses training's). Set 1 on a machine other jobs share.
+            this process may use, at least one; inline fitting uses training's).
         at_end: background mode: "wait" (default) fits what is left before `trainer.fit`
             returns; "leave" returns within seconds, leaving it for `tracker fit RUN_DIR`.
 
@@ -109,10 +114,8 @@ class FeatureTracker(Callback):
         check_choice("dtype", dtype, sorted(DTYPES))
         check_positive("queue_size", queue_size)
         check_positive("metrics_every", metrics_every)
-        self.fit_threads = check_threads(threads) or (
-            max(1, usable_cores() // 2) if fit == "background" else None
-        )
-        """CPU threads fitting uses (None: training's own)."""
+        background_threads = max(1, usable_cores() // 2) if fit == "background" else None
+        self.fit_threads = check_threads(threads) or background_threads
         self.at_end = at_end
         selectors = selectors_for(modules, select)
         self.layers = list(modules)
