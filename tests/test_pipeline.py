@@ -300,6 +300,20 @@ def test_a_resumed_inline_run_continues_the_lineage(tmp_path, caplog, first_fit)
     assert all(lineage > before for lineage in new), "new lineages must not reuse old ids"
 
 
+def worker_end(monkeypatch) -> threading.Event:
+    """An event set when the background worker thread ends."""
+    done, work = threading.Event(), SnapshotFitter._work
+
+    def tracked_work(self):
+        try:
+            work(self)
+        finally:
+            done.set()
+
+    monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
+    return done
+
+
 class Interrupted(TinyNet):
     """Ctrl-C at step 5 of training."""
 
@@ -324,15 +338,7 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(
         release.wait()
 
     monkeypatch.setattr(Analyzer, "add", stuck)
-    worker_done, work = threading.Event(), SnapshotFitter._work
-
-    def tracked_work(self):
-        try:
-            work(self)
-        finally:
-            worker_done.set()
-
-    monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
+    worker_done = worker_end(monkeypatch)
     tracker = watching(tmp_path, "ctrl-c", "background", "every:1")
     fit = trainer(tmp_path, max_steps=6, callbacks=[tracker])
 
@@ -435,25 +441,18 @@ def test_at_end_leave_returns_without_waiting_and_tracker_fit_completes(
     import tracker.fitter
 
     release, add = threading.Event(), Analyzer.add
-    worker_done, work = threading.Event(), SnapshotFitter._work
 
     def slow(self, step, acts):  # the first fit lasts until the test lets it go
         release.wait()
         return add(self, step, acts)
 
-    def tracked_work(self):
-        try:
-            work(self)
-        finally:
-            worker_done.set()
-
     monkeypatch.setattr(Analyzer, "add", slow)
-    monkeypatch.setattr(SnapshotFitter, "_work", tracked_work)
+    worker_done = worker_end(monkeypatch)
     monkeypatch.setattr(tracker.fitter, "STOP_SECONDS", 0.2)
     seed_everything(0)
     watcher = watching(tmp_path, "leave", "background", [0, 4, 8], at_end="leave")
     trainer(tmp_path, max_steps=12, callbacks=[watcher]).fit(TinyNet(), loader())
-    assert not release.is_set(), "trainer.fit returned while the first fit was still running"
+    assert not worker_done.is_set(), "trainer.fit returned while the first fit was running"
     assert "(steps 0, 4, 8, 12" in caplog.text and "tracker fit" in caplog.text
     release.set()
     assert worker_done.wait(timeout=60)
