@@ -25,7 +25,7 @@ def feature_tracker(
     seed from the replay's config `cfg`; `sae` holds the other SAEConfig fields and
     `options` the other FeatureTracker arguments."""
     return FeatureTracker(
-        modules=[layer],
+        layers=[layer],
         probe=probe,
         schedule=schedule,
         run=cfg.run,

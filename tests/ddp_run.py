@@ -20,7 +20,7 @@ def main(root: Path) -> None:
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     probe = dataset(21, seed=1).tensors[0]  # 21 rows: the shards are uneven (11 + 10)
     tracker = FeatureTracker(
-        modules=["body.0"], probe=probe, schedule=[0, 2], run="ddp", root=root, probe_batch_size=4
+        layers=["body.0"], probe=probe, schedule=[0, 2], run="ddp", root=root, probe_batch_size=4
     )
     fit = trainer(root, max_steps=4, strategy="ddp", devices=2, callbacks=[tracker])
     fit.fit(model, loader())

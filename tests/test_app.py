@@ -223,7 +223,7 @@ def test_every_page_works_on_a_real_training_run(tmp_path, monkeypatch):
 
     seed_everything(0)
     tracker = FeatureTracker(
-        modules=["body.0", "body.2"],
+        layers=["body.0", "body.2"],
         probe=dataset(512, seed=1).tensors[0],
         schedule="log:6",
         run="real",

@@ -69,7 +69,7 @@ def old_version(path: Path) -> None:
 
 
 def tracker(**kwargs: object) -> FeatureTracker:
-    args: dict[str, object] = {"modules": ["body.0"], "probe": X, "schedule": [0]}
+    args: dict[str, object] = {"layers": ["body.0"], "probe": X, "schedule": [0]}
     return FeatureTracker(**{**args, **kwargs})  # type: ignore[arg-type]
 
 
@@ -303,7 +303,7 @@ CASES = [
     ),
     Case(
         "a layer name that is a path (/tmp/x)",
-        lambda t: tracker(modules=["/tmp/x"]),
+        lambda t: tracker(layers=["/tmp/x"]),
         ValueError,
         r"layer name must be a module name \(no '/', .* or '..'\), got '/tmp/x'",
     ),

@@ -24,7 +24,7 @@ PROBE = dataset(20, seed=1).tensors[0]
 
 def track(tmp_path, **kwargs):
     args = dict(
-        modules=["body.0", "body.2"],
+        layers=["body.0", "body.2"],
         probe=PROBE,
         schedule=[0, 3, 7],
         run="r",
@@ -132,8 +132,9 @@ def test_dataset_and_dataloader_probes_give_the_same_snapshots(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"modules": "body.0"}, "modules must be a non-empty list"),
-        ({"modules": []}, "modules must be a non-empty list"),
+        ({"layers": "body.0"}, "layers must be a non-empty list"),
+        ({"layers": []}, "layers must be a non-empty list"),
+        ({"modules": ["body.0"]}, r"give the layers to watch once: layers=\[...\]"),
         ({"fit": "later"}, "fit must be 'inline', 'background' or 'defer'"),
         ({"queue_size": 0}, "queue_size must be positive"),
         ({"dtype": "int8"}, "dtype must be 'float16' or 'float32', got 'int8'"),
@@ -151,6 +152,15 @@ def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
         track(tmp_path, **kwargs)
 
 
+def test_modules_is_the_old_name_of_layers(tmp_path):
+    with pytest.warns(DeprecationWarning, match="modules= is now layers="):
+        old = FeatureTracker(modules=["body.2", "body.0"], probe=PROBE, root=tmp_path)
+    assert old.layers == ["body.2", "body.0"]
+    assert (
+        old.layers == FeatureTracker(layers=["body.2", "body.0"], probe=PROBE, root=tmp_path).layers
+    )
+
+
 def _fails_before_training(tmp_path, tracker, message, model=None):
     model = model or TinyNet()
     before = copy.deepcopy(model.state_dict())
@@ -163,7 +173,7 @@ def _fails_before_training(tmp_path, tracker, message, model=None):
 
 
 def test_unknown_module_fails_before_training_naming_close_matches(tmp_path):
-    tracker = track(tmp_path, modules=["body.O"])
+    tracker = track(tmp_path, layers=["body.O"])
     _fails_before_training(
         tmp_path, tracker, r"module 'body.O' is not in .*close matches: 'body.0', 'body.1'"
     )
@@ -284,7 +294,7 @@ def test_snapshots_are_taken_at_the_trainers_precision(tmp_path, precision):
     seed_everything(0)
     x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
     tracker = FeatureTracker(
-        modules=["body.0"], probe=x, schedule=[0], root=tmp_path, dtype="float32"
+        layers=["body.0"], probe=x, schedule=[0], root=tmp_path, dtype="float32"
     )
     model = TinyNet()
     reference = copy.deepcopy(model).eval()

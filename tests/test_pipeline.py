@@ -87,7 +87,7 @@ def test_analyze_cli_on_a_planted_directory_finds_the_true_events(tmp_path, caps
 def watching(tmp_path, run, fit, schedule, **kwargs):
     """A FeatureTracker on the tiny net's first layer, 128 probe inputs, the small SAE."""
     return FeatureTracker(
-        modules=["body.0"],
+        layers=["body.0"],
         probe=dataset(128, seed=1).tensors[0],
         schedule=schedule,
         run=run,
@@ -102,7 +102,7 @@ def _train(tmp_path, mode, **kwargs):
     seed_everything(0)
     kwargs.setdefault("match", MatchConfig(tau_match=0.75, min_confidence=0.6))
     tracker = FeatureTracker(
-        modules=["body.0"],
+        layers=["body.0"],
         probe=dataset(128, seed=1).tensors[0],
         schedule=[0, 4, 8],
         run=mode,

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     """A tiny run with the callback attached and Lightning checkpoints every 8 steps."""
     root = tmp_path_factory.mktemp("finished")
     seed_everything(0)
-    tracker = FeatureTracker(modules=["body.2"], probe=X, schedule=STEPS, run="live", root=root)
+    tracker = FeatureTracker(layers=["body.2"], probe=X, schedule=STEPS, run="live", root=root)
     saver = ModelCheckpoint(
         dirpath=root / "ckpts", every_n_train_steps=8, save_top_k=-1, filename="{step}"
     )
@@ -60,7 +60,7 @@ def test_state_dict_files_then_tracker_fit_give_a_lineage(tmp_path):
         torch.save(model.state_dict(), folder / f"model_step{step}.pt")
     torch.save(X, tmp_path / "probe.pt")
     argv = [
-        "capture", str(folder), "--model", "tiny:TinyNet", "--modules", "body.0",
+        "capture", str(folder), "--model", "tiny:TinyNet", "--layers", "body.0",
         "--probe", str(tmp_path / "probe.pt"), "--run", "sd", "--root", str(tmp_path),
         "--d-sae", "16", "--k", "2", "--steps", "50",
     ]  # fmt: skip

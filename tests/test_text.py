@@ -79,7 +79,7 @@ def test_a_run_on_a_text_probe_shows_contexts_in_the_viewer(tmp_path, monkeypatc
     seed_everything(0)
     probe = text_probe(TEXT, CharTokenizer(VOCAB), seq_len=16, n=6)
     tracker = FeatureTracker(
-        modules=["mix"],
+        layers=["mix"],
         probe=probe,
         select="tokens",
         schedule=[0, 10, 20],
@@ -114,7 +114,7 @@ def test_tracker_capture_takes_a_text_file(tmp_path):
     (tmp_path / "text.txt").write_text(TEXT)
     (tmp_path / "vocab.txt").write_text(VOCAB)
     argv = [
-        "capture", str(tmp_path / "w"), "--model", "test_text:CharModel", "--modules", "mix",
+        "capture", str(tmp_path / "w"), "--model", "test_text:CharModel", "--layers", "mix",
         "--text", str(tmp_path / "text.txt"), "--chars", str(tmp_path / "vocab.txt"),
         "--seq-len", "8", "--sequences", "3", "--select", "tokens", "--run", "t",
         "--root", str(tmp_path), "--k", "2",
@@ -127,7 +127,7 @@ def test_tracker_capture_takes_a_text_file(tmp_path):
 def test_token_rows_of_any_probe_say_which_input_and_position(tmp_path):
     ids = text_probe(TEXT, CharTokenizer(VOCAB), seq_len=8, n=3).tokens  # a plain tensor
     tracker = FeatureTracker(
-        modules=["mix"], probe=ids, select="tokens", schedule=[0], root=tmp_path
+        layers=["mix"], probe=ids, select="tokens", schedule=[0], root=tmp_path
     )
     trainer(tmp_path, max_steps=1, callbacks=[tracker]).fit(
         CharModel(), DataLoader(TensorDataset(ids), batch_size=3)

@@ -22,7 +22,7 @@ from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
-from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, check_layer_names
+from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, watched_layers
 from tracker.text import TextProbe
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _default_forward(module: LightningModule, batch: Any) -> Any:
 
 
 class FeatureTracker(Callback):
-    """Snapshot the activations of chosen modules on a fixed probe set during training.
+    """Snapshot the activations of chosen layers on a fixed probe set during training.
 
     At every scheduled step (after that many optimiser updates; step 0 is before any) the
     probe set runs through the model under `torch.no_grad()` in eval mode, and each watched
@@ -45,7 +45,7 @@ class FeatureTracker(Callback):
     training's generators, touches no gradient and restores every module's train/eval mode.
 
     Args:
-        modules: names from `model.named_modules()` to watch.
+        layers: names from `model.named_modules()` to watch (`modules=` in 0.1, still taken).
         probe: a tensor [n, ...], a map-style Dataset, a non-shuffling DataLoader, or a
             `TextProbe` (token sequences whose rows the viewer shows as text in context).
         schedule: `"log:N"` (N steps spread geometrically), `N` / `"every:N"`, or a list of
@@ -53,8 +53,8 @@ class FeatureTracker(Callback):
         run: the run's name; its files go to `root/run`.
         root: the directory that holds runs.
         select: how an output becomes rows [n, d]: "tokens" (every token a row), "flatten", a
-            token position (int, -1 the last) or a function; one for all modules or a mapping
-            per module name.
+            token position (int, -1 the last) or a function; one for all layers or a mapping
+            per layer.
         sae: the SAE config used when the snapshots are fitted (or a dict of its fields).
         fit: "defer" saves snapshots only (fit them later with `tracker fit RUN_DIR`);
             "inline" fits, matches and stores each snapshot at once, in the training loop;
@@ -81,7 +81,7 @@ class FeatureTracker(Callback):
             directory holding snapshots of another width or probe size.
 
     Example:
-        >>> tracker = FeatureTracker(modules=["mlp.0"], probe=probe_x, schedule="log:20",
+        >>> tracker = FeatureTracker(layers=["mlp.0"], probe=probe_x, schedule="log:20",
         ...                          run="toy", root="data")
         >>> Trainer(callbacks=[tracker], max_steps=5000).fit(model, loader)
     """
@@ -89,7 +89,7 @@ class FeatureTracker(Callback):
     def __init__(
         self,
         *,
-        modules: Sequence[str],
+        layers: Sequence[str] | None = None,
         probe: Tensor | Dataset[Any] | DataLoader[Any] | TextProbe,
         schedule: int | str | Sequence[int] | Schedule = "log:20",
         run: str = "run",
@@ -105,8 +105,9 @@ class FeatureTracker(Callback):
         metrics_every: int = 50,
         threads: int | None = None,
         at_end: Literal["wait", "leave"] = "wait",
+        modules: Sequence[str] | None = None,
     ) -> None:
-        modules = check_layer_names(modules)
+        names = watched_layers(layers, modules)
         if not run or "/" in run or run in (".", ".."):
             raise ValueError(f"run must be a plain name (no '/'), got {run!r}")
         check_choice("fit", fit, ("inline", "background", "defer"))
@@ -117,8 +118,8 @@ class FeatureTracker(Callback):
         background_threads = max(1, usable_cores() // 2) if fit == "background" else None
         self.fit_threads = check_threads(threads) or background_threads
         self.at_end = at_end
-        selectors = selectors_for(modules, select)
-        self.layers = list(modules)
+        selectors = selectors_for(names, select)
+        self.layers = names
         """The watched layers: module names from `model.named_modules()`."""
         self.probe = ProbeSet(probe, probe_batch_size)
         self.n_probe = len(self.probe)
@@ -138,7 +139,7 @@ class FeatureTracker(Callback):
         self.taken: set[int] = set()
         self.steps: list[int] | None = None
         self._modules: dict[str, torch.nn.Module] = {}
-        self.rows: dict[str, int] = dict.fromkeys(modules, 1)
+        self.rows: dict[str, int] = dict.fromkeys(names, 1)
         """Rows each probe input gives per layer (its tokens with select="tokens")."""
         self._metrics = MetricsBuffer(self.run_dir)
 
@@ -287,7 +288,7 @@ class FeatureTracker(Callback):
             self._metrics.flush(write=trainer.is_global_zero)
             if self._fitter is not None:
                 self._fitter.submit(step)
-        log.info("snapshot of %d modules at step %d", len(acts), step)
+        log.info("snapshot of %d layers at step %d", len(acts), step)
 
     def _capture(
         self, trainer: Trainer, pl_module: LightningModule, batches: Any

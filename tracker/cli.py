@@ -17,7 +17,7 @@ from tracker.sae import ARCHITECTURES
 EXAMPLES = """examples:
   tracker analyze data/acts --db data/acts.duckdb --run my-run --k 32
   tracker fit data/my-run                       # snapshots a FeatureTracker(fit="defer") saved
-  tracker capture ckpts/ --model mypkg.model:build --modules blocks.0.mlp --probe probe.pt \
+  tracker capture ckpts/ --model mypkg.model:build --layers blocks.0.mlp --probe probe.pt \
       --run my-run && tracker fit data/my-run     # a finished run's checkpoints
   tracker export data/my-run/lineage.duckdb --parquet data/my-run/parquet
   tracker app data/my-run/lineage.duckdb --port 8501
@@ -116,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         "class gets the checkpoint's hyper_parameters); not needed for transformers "
         "model directories",
     )
-    ca.add_argument("--modules", nargs="+", required=True, help="module names to watch")
+    ca.add_argument(
+        "--layers",
+        "--layers",
+        dest="layers",
+        nargs="+",
+        required=True,
+        help="module names to watch (--layers is the old name)",
+    )
     ca.add_argument("--probe", help="probe inputs: .npy, .pt or .safetensors")
     ca.add_argument("--text", help="or a text file, cut into sequences of --seq-len tokens")
     ca.add_argument("--seq-len", type=int, help="tokens per probe sequence (with --text)")

@@ -78,7 +78,7 @@ def capture_command(args: argparse.Namespace) -> int:
     done = capture_checkpoints(
         args.checkpoints,
         args.model,
-        args.modules,
+        args.layers,
         probe_of(args),
         args.run,
         args.root,

@@ -56,7 +56,7 @@ class Captured(NamedTuple):
 def capture_checkpoints(
     source: str | Path | Sequence[str | Path],
     build: Build | None,
-    modules: Sequence[str],
+    layers: Sequence[str],
     probe: Tensor | Dataset[Any] | DataLoader[Any] | TextProbe,
     run: str,
     root: str | Path = "data",
@@ -70,17 +70,17 @@ def capture_checkpoints(
     match: MatchConfig | dict[str, Any] | None = None,
     progress: bool = False,
 ) -> Captured:
-    """Snapshot the probe activations of `modules` at every checkpoint under `source` into
+    """Snapshot the probe activations of `layers` (module names) at every checkpoint in `source` to
     `root/run` (see the module docstring); says which steps it captured and skipped.
 
     Args:
         build: a model factory (`package.module:name` or a callable; a Lightning checkpoint's
             hyper_parameters are passed to a class), or None for transformers directories.
-        select: as `FeatureTracker`'s, for every module.
+        select: as `FeatureTracker`'s, for every layer.
         sae, match: the configs `tracker fit RUN_DIR` will use (kept in run.json).
     """
     sae_config, match_config = SAEConfig.given(sae, "sae"), MatchConfig.given(match, "match")
-    modules = check_layer_names(list(modules) if not isinstance(modules, str) else modules)
+    layers = check_layer_names(list(layers) if not isinstance(layers, str) else layers)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     saved = find_checkpoints(source)
@@ -88,13 +88,13 @@ def capture_checkpoints(
     run_dir = RunDir(Path(root) / run)
     target = resolve_device(device)
     forward = probe_forward or (lambda model, batch: model(first_tensor(batch)))
-    todo = [c for c in saved if not _captured(run_dir, modules, c.step)]
+    todo = [c for c in saved if not _captured(run_dir, layers, c.step)]
     if len(todo) < len(saved):
         log.info("%d of %d checkpoints already captured", len(saved) - len(todo), len(saved))
     lock = RunLock(run_dir.path, run)
     try:
         for ckpt in tqdm(todo, desc="checkpoints", disable=not progress):
-            acts = _probe(build, ckpt, modules, probe_set, select, forward, target)
+            acts = _probe(build, ckpt, layers, probe_set, select, forward, target)
             widths = {name: x.shape[1] for name, x in acts.items()}
             run_dir.check_compatible(run, len(probe_set), widths)
             for name, d in widths.items():  # what `tracker fit` could not fit fails now
@@ -102,7 +102,7 @@ def capture_checkpoints(
             if not lock.held:  # first write: a checkpoint that fails to load writes nothing
                 lock.acquire()
                 per_input = max(x.shape[0] for x in acts.values()) // len(probe_set)
-                rows = probe_set.rows(dict.fromkeys(modules, select), per_input)
+                rows = probe_set.rows(dict.fromkeys(layers, select), per_input)
                 if rows:
                     run_dir.write_probe(rows)
             run_dir.write_manifest(
@@ -129,7 +129,7 @@ def capture_checkpoints(
 def _probe(
     build: Build | None,
     ckpt: SavedCheckpoint,
-    modules: Sequence[str],
+    layers: Sequence[str],
     probe_set: ProbeSet,
     select: Selector,
     forward: Callable[[nn.Module, Any], Any],
@@ -137,15 +137,15 @@ def _probe(
 ) -> dict[str, Tensor]:
     """One checkpoint's probe activations {module: [n, d]}."""
     model = build_model(build, ckpt).to(device)
-    hooks = resolve_modules(model, list(modules))
+    hooks = resolve_modules(model, list(layers))
     batches = (move_data_to_device(batch, device) for batch in probe_set.batches())
     return capture(
-        model, hooks, dict.fromkeys(modules, select), batches, lambda b: forward(model, b)
+        model, hooks, dict.fromkeys(layers, select), batches, lambda b: forward(model, b)
     )
 
 
-def _captured(run_dir: RunDir, modules: Iterable[str], step: int) -> bool:
-    return all(run_dir.activation_path(name, step).is_file() for name in modules)
+def _captured(run_dir: RunDir, layers: Iterable[str], step: int) -> bool:
+    return all(run_dir.activation_path(name, step).is_file() for name in layers)
 
 
 def _metrics(saved: SavedCheckpoint, after: int) -> list[dict[str, Any]]:

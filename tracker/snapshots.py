@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,14 +48,31 @@ def check_layer_name(layer: str) -> str:
 def check_layer_names(layers: object) -> list[str]:
     """A non-empty list of distinct layer names (see `check_layer_name`)."""
     if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
-        raise ValueError(f"modules must be a non-empty list of module names, got {layers!r}")
+        raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}")
     if not all(isinstance(name, str) for name in layers):
-        raise ValueError(f"modules must be a non-empty list of module names, got {layers!r}")
+        raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}")
     for name in layers:
         check_layer_name(name)
     if len(set(layers)) != len(layers):
-        raise ValueError(f"modules lists a name twice: {list(layers)}")
+        raise ValueError(f"layers lists a name twice: {list(layers)}")
     return list(layers)
+
+
+def watched_layers(layers: object, modules: object) -> list[str]:
+    """The layers to watch, given as `layers=` or by the name it had in 0.1, `modules=`
+    (still accepted, with a DeprecationWarning)."""
+    if modules is not None:
+        if layers is not None:
+            raise ValueError(
+                "give the layers to watch once: layers=[...] (modules= is its old name)"
+            )
+        warnings.warn(
+            "modules= is now layers= (the same module names); modules= will be removed",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        layers = modules
+    return check_layer_names(layers)
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -67,7 +67,7 @@ def train(
     if root is not None:
         callbacks.append(
             FeatureTracker(
-                modules=["net.1", "net.3"],
+                layers=["net.1", "net.3"],
                 probe=torch.randn(1024, 64),
                 schedule="log:20",
                 run="bench",

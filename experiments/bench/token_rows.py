@@ -41,7 +41,7 @@ def main() -> None:
     probe_set = probe(probe_text, cfg.seq_len, args.sequences)
     with tempfile.TemporaryDirectory() as root:
         tracker = FeatureTracker(
-            modules=[LAYER],
+            layers=[LAYER],
             probe=probe_set,
             schedule=[args.steps],
             run="lm",
