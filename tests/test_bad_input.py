@@ -389,6 +389,12 @@ CASES = [
         r"SAEConfig.k must be smaller than d_sae=8, got k=8",
     ),
     Case(
+        "SAEConfig for a ReLU SAE with a TopK k",
+        lambda t: SAEConfig(arch="relu", k=8),
+        ValueError,
+        r"SAEConfig.k is a field of arch='topk', not of arch='relu' \(its own: \['l1_coef'\]\)",
+    ),
+    Case(
         "SAEConfig with seeds 0",
         lambda t: SAEConfig(seeds=0),
         ValueError,

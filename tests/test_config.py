@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from tracker import SAEConfig
+from tracker import SAEConfig, config
+from tracker.sae import registry
+from tracker.sae.topk import TopKSAE
 
 
 def test_defaults_are_topk_with_documented_values():
@@ -29,11 +31,27 @@ def test_learning_rate_follows_gao_scaling():
         ({"l1_coef": float("nan")}, "SAEConfig.l1_coef must be finite and >= 0, got nan"),
         ({"device": "tpu"}, r"SAEConfig.device must be one of \['auto', 'cpu', 'cuda'\]"),
         ({"d_sae": 32, "k": 32}, "SAEConfig.k must be smaller than d_sae=32, got k=32"),
+        (
+            {"arch": "relu", "k": 8},
+            r"SAEConfig.k is a field of arch='topk', not of arch='relu' \(its own: \['l1_coef'\]\)",
+        ),
+        ({"l1_coef": 0.2}, "SAEConfig.l1_coef is a field of arch='relu', not of arch='topk'"),
     ],
 )
 def test_bad_fields_name_the_field_and_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SAEConfig(**kwargs)
+
+
+def test_a_registered_architecture_owns_the_fields_it_names(monkeypatch):
+    monkeypatch.setattr(config, "ARCHITECTURES", dict(config.ARCHITECTURES))
+    monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.ARCHITECTURES))
+    registry.register("batchtopk", fields=("k", "k_aux"))(type("BatchTopK", (TopKSAE,), {}))
+    assert SAEConfig(arch="batchtopk", k=4).k == 4
+    with pytest.raises(ValueError, match="SAEConfig.aux_coef is a field of arch='topk'"):
+        SAEConfig(arch="batchtopk", aux_coef=0.5)
+    with pytest.raises(ValueError, match=r"'gated': no SAEConfig field\(s\) \['gate_coef'\]"):
+        registry.register("gated", fields=("gate_coef",))
 
 
 def test_round_trips_through_a_dict():

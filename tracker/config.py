@@ -8,8 +8,12 @@ from typing import Any, Literal, Self
 
 DEVICES = ("auto", "cpu", "cuda")
 SIGNALS = ("auto", "decoder", "activation")
-ARCHITECTURES = {"topk", "relu"}
-"""Names `SAEConfig.arch` accepts: the built-in architectures, and any that
+ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "topk": ("k", "k_aux", "aux_coef", "dead_after"),
+    "relu": ("l1_coef",),
+}
+"""Names `SAEConfig.arch` accepts, each with the `SAEConfig` fields only it reads (as SAELens
+keeps `k` with its TopK config): the built-in architectures, and any that
 `tracker.sae.registry.register` adds (config does not import the SAEs: they import it)."""
 Init = Literal["random", "previous"]
 Signal = Literal["auto", "decoder", "activation"]
@@ -157,6 +161,20 @@ class SAEConfig(_Dict):
             )
         if self.d_sae is not None and self.arch == "topk" and self.k >= self.d_sae:
             raise ValueError(f"SAEConfig.k must be smaller than d_sae={self.d_sae}, got k={self.k}")
+        self._check_arch_fields()
+
+    def _check_arch_fields(self) -> None:
+        """A field another architecture reads, set away from its default, is a mistake
+        (`SAEConfig(arch="relu", k=8)` would fit a ReLU SAE and ignore k): one clear error."""
+        own = ARCHITECTURES[self.arch]
+        for arch, names in ARCHITECTURES.items():
+            for name in names:
+                field = SAE_FIELDS[name]
+                if name not in own and getattr(self, name) != field.default:
+                    raise ValueError(
+                        f"SAEConfig.{name} is a field of arch={arch!r}, not of "
+                        f"arch={self.arch!r} (its own: {list(own) or 'none'})"
+                    )
 
     def latents(self, d: int) -> int:
         """The number of latents for inputs of width `d`."""
@@ -175,6 +193,9 @@ class SAEConfig(_Dict):
     def learning_rate(self, d_sae: int) -> float:
         # Gao et al. (2024) fit lr ∝ 1/sqrt(n_latents); 2e-4 at 2**14 latents is their anchor.
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
+
+
+SAE_FIELDS = {field.name: field for field in fields(SAEConfig)}
 
 
 @dataclass(frozen=True)
