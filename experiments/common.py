@@ -19,13 +19,18 @@ FIGURES = ROOT / "experiments" / "figures"
 
 
 def feature_tracker(
-    cfg: Any, layer: str, probe: Tensor, schedule: Any, sae: dict[str, Any], **options: Any
+    cfg: Any,
+    layer: str | Sequence[str],
+    probe: Any,
+    schedule: Any,
+    sae: dict[str, Any],
+    **options: Any,
 ) -> FeatureTracker:
-    """A replay's tracker on one layer: run, root, fit mode and the SAE's size, steps and
+    """A replay's tracker on a layer (or several): run, root, fit mode and the SAE's size, steps and
     seed from the replay's config `cfg`; `sae` holds the other SAEConfig fields and
     `options` the other FeatureTracker arguments."""
     return FeatureTracker(
-        layers=[layer],
+        layers=[layer] if isinstance(layer, str) else list(layer),
         probe=probe,
         schedule=schedule,
         run=cfg.run,
