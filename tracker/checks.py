@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, fields
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -106,3 +108,35 @@ def check_steps(steps: Iterable[object], where: str = "checkpoint steps") -> lis
             raise ValueError(f"{where} must be non-negative integers, got {step!r}")
         out.append(int(step))
     return out
+
+
+class ConfigDict:
+    """to_dict/from_dict for a config dataclass; unknown keys (from a newer file) are ignored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    @classmethod
+    def given(cls, value: object, name: str) -> Self:
+        """A user's argument `name` as this config: the config itself, None (the defaults)
+        or a dict of its fields; anything else, or an unknown field, is one clear error."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(
+                    f"{name}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}"
+                )
+            return cls(**value)
+        raise ValueError(
+            f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}"
+        )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal, Self
+
+from tracker.checks import ConfigDict
 
 DEVICES = ("auto", "cpu", "cuda")
 SIGNALS = ("auto", "decoder", "activation")
@@ -24,40 +26,8 @@ def _positive(name: str, value: int | float | None) -> None:
         raise ValueError(f"SAEConfig.{name} must be positive, got {value!r}")
 
 
-class _Dict:
-    """to_dict/from_dict for a config dataclass; unknown keys (from a newer file) are ignored."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{key: value for key, value in data.items() if key in known})
-
-    @classmethod
-    def given(cls, value: object, name: str) -> Self:
-        """A user's argument `name` as this config: the config itself, None (the defaults)
-        or a dict of its fields; anything else, or an unknown field, is one clear error."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(
-                    f"{name}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}"
-                )
-            return cls(**value)
-        raise ValueError(
-            f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}"
-        )
-
-
 @dataclass(frozen=True)
-class SAEConfig(_Dict):
+class SAEConfig(ConfigDict):
     """How to fit one sparse autoencoder to one checkpoint's activations [n, d]."""
 
     arch: str = "topk"
@@ -199,7 +169,7 @@ SAE_FIELDS = {field.name: field for field in fields(SAEConfig)}
 
 
 @dataclass(frozen=True)
-class MatchConfig(_Dict):
+class MatchConfig(ConfigDict):
     """How features of consecutive checkpoints are matched and read as events.
 
     Cosines are between unit decoder rows. Every threshold below is chosen on planted data
