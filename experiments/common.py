@@ -3,8 +3,10 @@ the run directory they replace."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,23 @@ from tracker import FeatureTracker, SAEConfig
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "experiments" / "figures"
 """Where the replays' pictures go (the README shows them)."""
+
+
+class RunFiles:
+    """For a replay's config dataclass with `root` and `run` fields: where its run lives."""
+
+    root: Path | str
+    run: str
+
+    @property
+    def db(self) -> Path:
+        return Path(self.root) / self.run / "lineage.duckdb"
+
+
+def geometric(last: int, count: int) -> set[int]:
+    """`count` steps from 1 to `last` spread geometrically (early training changes fastest)."""
+    n = max(count - 1, 1)
+    return {round(last ** (i / n)) for i in range(n + 1)}
 
 
 def feature_tracker(
@@ -92,3 +111,41 @@ def fresh(run_dir: Path) -> None:
     the tracker wrote: it holds run.json or a lineage database)."""
     if (run_dir / "run.json").is_file() or (run_dir / "lineage.duckdb").is_file():
         shutil.rmtree(run_dir)
+
+
+def replay_parser(name: str, description: str, run: str, steps: int) -> argparse.ArgumentParser:
+    """`python -m experiments.<name>`'s arguments shared by the replays: --steps, --seed,
+    --tiny, --root, --run, --report and --figures; a replay adds its own."""
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description)
+    parser.add_argument("--steps", type=int, help=f"training steps (default {steps})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="the tests' configuration")
+    parser.add_argument("--root", type=Path, default=ROOT / "data")
+    parser.add_argument("--run", default=run)
+    parser.add_argument(
+        "--report", action="store_true", help="redo the report and figures from the run's DB"
+    )
+    parser.add_argument(
+        "--figures", type=Path, default=FIGURES, help=f"where the pictures go (default {FIGURES})"
+    )
+    return parser
+
+
+def replay_main(
+    args: argparse.Namespace,
+    cfg: Any,
+    run: Callable[[Any], dict[str, Any]],
+    analyse: Callable[[Any], dict[str, Any]],
+    report: Callable[[dict[str, Any], Any], None],
+    draw: Callable[[Any, dict[str, Any], Path], list[Path]],
+) -> None:
+    """Run the replay `cfg` (with the shared arguments applied), or only `analyse` its DB
+    with --report; print the report, draw the figures and say how to open the viewer."""
+    cfg = replace(cfg, seed=args.seed, root=args.root, run=args.run)
+    if args.steps:
+        cfg = replace(cfg, steps=args.steps)
+    result = analyse(cfg) if args.report else run(cfg)
+    report(result, cfg)
+    for path in draw(cfg, result, args.figures):
+        print(f"  figure: {path}")
+    print(f"  viewer: tracker app {cfg.db}")

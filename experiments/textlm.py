@@ -88,7 +88,11 @@ class Windows(IterableDataset[Tensor]):
         span = self.cfg.seq_len + 1
         while True:
             start = torch.randint(0, len(self.ids) - span, (self.cfg.batch_size,), generator=g)
-            yield torch.stack([self.ids[s : s + span] for s in start.tolist()])
+            yield self.edit(torch.stack([self.ids[s : s + span] for s in start.tolist()]), g)
+
+    def edit(self, batch: Tensor, g: torch.Generator) -> Tensor:
+        """A subclass's change to each batch [batch_size, seq_len + 1], drawing from `g`."""
+        return batch
 
 
 class Attention(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.common import ROOT
+from experiments.common import ROOT, RunFiles, geometric
 
 LAYERS = {"mlp": "mlp", "resid": "resid"}
 
@@ -15,7 +15,7 @@ PAPER = {"memorisation": 1_400, "circuit formation": 9_400, "cleanup": 14_000}
 
 
 @dataclass(frozen=True)
-class GrokConfig:
+class GrokConfig(RunFiles):
     p: int = 113
     train_fraction: float = 0.3
     d_model: int = 128
@@ -49,14 +49,9 @@ class GrokConfig:
     run: str = "grokking"
     root: Path = field(default=ROOT / "data")
 
-    @property
-    def db(self) -> Path:
-        return self.root / self.run / "lineage.duckdb"
-
     def schedule(self) -> list[int]:
         """Step 0, `log_snapshots` geometric steps, the dense window, the last step."""
-        n = max(self.log_snapshots - 1, 1)
-        logs = {round(self.steps ** (i / n)) for i in range(n + 1)}
+        logs = geometric(self.steps, self.log_snapshots)
         first, last, count = self.dense
         dense = {round(first + i * (last - first) / max(count - 1, 1)) for i in range(count)}
         return sorted({0, self.steps} | {s for s in logs | dense if 0 <= s <= self.steps})

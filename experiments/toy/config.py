@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from experiments.common import RunFiles
 
 LAYER = "hidden"
 SWEEP = (0.0, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999)
 
 
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyConfig(RunFiles):
     n: int = 20
     m: int = 5
     sparsity: float = 0.9
@@ -52,7 +53,3 @@ class ToyConfig:
     seed: int = 0
     run: str = "toy"
     root: str = "data"
-
-    @property
-    def db(self) -> Path:
-        return Path(self.root) / self.run / "lineage.duckdb"
