@@ -210,6 +210,9 @@ def test_experiments_add_their_own_tables_and_probe_inputs(tmp_path):
     writer.write_table("toy_truth", "c", truth.with_columns(step=pl.Series([0, 5])))
     assert db.table("toy_truth", "c", step=5)["feature"].to_list() == [1]
     assert db.table("toy_truth", "c", step=7).is_empty()
+    writer.write_table("toy_truth", "a", truth.with_columns(norm=pl.Series([0.5, 2.0])))
+    assert db.table("toy_truth", "a")["norm"].to_list() == [0.5, 2.0]  # a newer column kept
+    assert db.table("toy_truth", "b")["norm"].to_list() == [None]
     for bad in ("events", "Toy", "x; DROP TABLE runs", ""):
         with pytest.raises(ValueError, match="extra table name must be a lower-case identifier"):
             writer.write_table(bad, "a", truth)

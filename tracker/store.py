@@ -113,8 +113,9 @@ class Writer:
 
     def write_table(self, name: str, run: str, rows: pl.DataFrame) -> None:
         """Replace the run's rows of an experiment's own table (ground truth, validation),
-        created from the frame's columns plus `run` the first time. Lives beside the
-        lineage in the same file and transaction rules."""
+        created from the frame's columns plus `run` the first time; a column it lacks is
+        added (other runs' rows read NULL there). Lives beside the lineage in the same file
+        and transaction rules."""
         check_extra_name(name)
         if "run" in rows.columns:
             raise ValueError(f"table {name}: rows must not hold a 'run' column, it is added")
@@ -122,6 +123,10 @@ class Writer:
         with connect(self.path, read_only=False) as con, transaction(con):
             con.register("new_rows", frame.to_arrow())
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM new_rows LIMIT 0")
+            have = {row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()}
+            for column, kind, *_ in con.execute("DESCRIBE new_rows").fetchall():
+                if column not in have:  # a newer version of the experiment: keep its column
+                    con.execute(f'ALTER TABLE {name} ADD COLUMN "{column}" {kind}')
             con.unregister("new_rows")
             con.execute(f"DELETE FROM {name} WHERE run = ?", [run])
             insert(con, name, frame)
