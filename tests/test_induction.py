@@ -13,9 +13,10 @@ from experiments.induction.analysis import phase_change, window
 from experiments.induction.config import LAYERS, TINY, InductionConfig
 from experiments.induction.data import PRINTABLE, Windows, probe, repeat_span, repeated_random
 from experiments.induction.figures import draw
+from experiments.induction.labels import token_r2
 from experiments.induction.measures import attention_scores
 from experiments.induction.run import run
-from experiments.textlm import CharLM, corpus, encode
+from experiments.textlm import ALPHABET, CharLM, corpus, encode
 from tracker.reader import VIEWER_DBS_ENV, open_db
 
 APP = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
@@ -82,6 +83,17 @@ def test_uniform_attention_has_the_scores_of_chance():
         assert flat == pytest.approx([chance] * 2 * cfg.n_heads)
 
 
+def test_token_r2_is_one_for_a_function_of_the_token_and_near_zero_for_noise():
+    g = torch.Generator().manual_seed(0)
+    token = torch.randint(0, len(ALPHABET), (4000,), generator=g)
+    table = torch.rand(len(ALPHABET), generator=g)
+    z = torch.stack([table[token], torch.rand(4000, generator=g), table[token.roll(1)]], dim=1)
+    r2 = token_r2(z, token)
+    assert r2[0] == pytest.approx(1.0)
+    assert r2[1] < 0.05 and r2[2] < 0.05  # 96 groups over 4 000 rows: ~0.024 by chance
+    assert token_r2(z, token.roll(1))[2] == pytest.approx(1.0)
+
+
 def curves(gain: list[float]) -> pl.DataFrame:
     steps = [100 * i for i in range(len(gain))]
     return pl.DataFrame(
@@ -116,7 +128,8 @@ def test_a_tiny_tracked_run_stores_the_measures_labels_and_figure(tmp_path, monk
     assert steps == list(range(0, cfg.steps + 1, cfg.eval_every))
     shares = reader.table("induction_features", cfg.run)
     assert set(shares["layer"].to_list()) == set(LAYERS)
-    assert shares["repeat_share"].is_between(0, 1).all()
+    for column in ("repeat_share", "previous_r2", "token_r2"):
+        assert shares[column].is_between(0, 1).all()
     for layer in LAYERS:
         checkpoints = reader.checkpoints(cfg.run, layer)["step"].to_list()
         assert checkpoints == cfg.schedule()
@@ -144,5 +157,6 @@ def the_viewer_shows_a_feature_with_its_share_and_contexts(cfg, monkeypatch):
     assert not app.exception, [e.value for e in app.exception]
     text = " ".join(m.value for m in app.markdown)
     assert "falls on the second copy of a repeated random span" in text
+    assert "the previous token's identity explains" in text
     contexts = [str(v) for df in app.dataframe for v in df.value.to_numpy().ravel()]
     assert any("⟦" in c for c in contexts), "top rows are shown as text in context"

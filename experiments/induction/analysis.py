@@ -9,12 +9,9 @@ from typing import Any
 import polars as pl
 
 from experiments.induction.config import LAYERS, InductionConfig
+from experiments.induction.labels import COPYING, IS_PREVIOUS
 from tracker import MatchConfig
 from tracker.reader import open_db
-
-COPYING = 0.5
-"""A feature whose activation falls on second copies of repeated spans at least this much is
-a copying feature (chance is the share of such tokens in the probe, 0.19)."""
 
 
 def phase_change(curves: pl.DataFrame) -> dict[str, Any] | None:
@@ -81,11 +78,17 @@ def analyse(cfg: InductionConfig) -> dict[str, Any]:
             "checkpoints_out": len(steps) - 1 - n_in,
             "events": per_kind,
             "born_copying": int((born_shares["repeat_share"] >= COPYING).sum()),
+            "born_previous": born_shares.filter(IS_PREVIOUS).height,
             "born_in": born.height,
             "copying_final": int((last["repeat_share"] >= COPYING).sum()),
+            "previous_final": last.filter(IS_PREVIOUS).height,
             "live_final": last.height,
-            "copying_by_step": layer_shares.group_by("step")
-            .agg((pl.col("repeat_share") >= COPYING).sum().alias("copying"), pl.len().alias("live"))
+            "by_step": layer_shares.group_by("step")
+            .agg(
+                (pl.col("repeat_share") >= COPYING).sum().alias("copying"),
+                IS_PREVIOUS.sum().alias("previous"),
+                pl.len().alias("live"),
+            )
             .sort("step")
             .rows(),
         }

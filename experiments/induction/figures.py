@@ -8,8 +8,8 @@ from typing import Any
 import polars as pl
 
 from experiments.common import FIGURES
-from experiments.induction.analysis import COPYING
 from experiments.induction.config import LAYERS, InductionConfig
+from experiments.induction.labels import COPYING, IS_PREVIOUS
 from tracker import MatchConfig
 from tracker.reader import open_db
 
@@ -56,13 +56,19 @@ def draw(cfg: InductionConfig, report: dict[str, Any], out: Path = FIGURES) -> l
             color=f"C{i + 1}",
             label=f"{layer}: confident events",
         )
-        copying = (
+        kinds = (
             shares.filter(pl.col("layer") == layer)
             .group_by("step")
-            .agg((pl.col("repeat_share") >= COPYING).sum().alias("n"))
+            .agg(
+                (pl.col("repeat_share") >= COPYING).sum().alias("copying"),
+                IS_PREVIOUS.sum().alias("previous-token"),
+            )
             .sort("step")
         )
-        low.plot(copying["step"], copying["n"], f"C{i + 1}--", label=f"{layer}: copying features")
+        for kind, style in (("copying", "--"), ("previous-token", ":")):
+            if kinds[kind].sum():
+                label = f"{layer}: {kind} features"
+                low.plot(kinds["step"], kinds[kind], f"C{i + 1}{style}", label=label)
     low.set_ylabel("count")
     low.set_xlabel("training step")
     low.legend(loc="upper left", fontsize=8)

@@ -30,8 +30,13 @@ def print_report(report: dict[str, Any], cfg: InductionConfig) -> None:
             f"{counts}"
         )
         print(
-            f"      births there that copy: {r['born_copying']} of {r['born_in']}; copying "
-            f"features at the end: {r['copying_final']} of {r['live_final']}"
+            f"      births there: {r['born_in']}, {r['born_copying']} copying, "
+            f"{r['born_previous']} previous-token; at the end, of {r['live_final']} live "
+            f"features: {r['copying_final']} copying, {r['previous_final']} previous-token"
+        )
+        print(
+            "      copying / previous-token / live features per checkpoint: "
+            + ", ".join(f"{s}: {c}/{p}/{n}" for s, c, p, n in r["by_step"])
         )
     seconds = report.get("seconds")
     if seconds:

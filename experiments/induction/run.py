@@ -1,6 +1,6 @@
 """The induction-heads replay: train the two-layer attention-only model with the tracker on
 both attention outputs, measuring the phase change as it trains; then fit the SAEs and store
-the measures and each feature's share of its activation on repeated tokens."""
+the measures and each feature's labels (copying, previous-token)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ from torch.utils.data import DataLoader
 from experiments import common
 from experiments.induction.config import LAYERS, InductionConfig
 from experiments.induction.data import Windows, probe, repeated_random
+from experiments.induction.labels import feature_labels
 from experiments.induction.measures import Progress, progress
 from experiments.textlm import CharLM, corpus, encode
-from tracker.activations import load_activation_file
-from tracker.panels import Panel
 from tracker.pipeline import fit_run
-from tracker.reader import open_db
 from tracker.store import Writer
 
 
@@ -65,37 +63,6 @@ def metric_rows(rows: list[Progress]) -> pl.DataFrame:
     return pl.DataFrame(out, schema=["step", "name", "value"], orient="row")
 
 
-def repeat_shares(cfg: InductionConfig, second: torch.Tensor, writer: Writer) -> pl.DataFrame:
-    """Every live feature's share of its activation on second-copy tokens (chance: their
-    share of the probe's tokens), stored as a note panel and returned as a table."""
-    reader = open_db(cfg.db)
-    mask = second.reshape(-1)
-    chance = float(mask.float().mean())
-    rows = []
-    for layer in LAYERS:
-        folder = cfg.root / cfg.run / "activations" / layer
-        for step in reader.checkpoints(cfg.run, layer)["step"].to_list():
-            live = reader.features(cfg.run, layer, step)["feature"].to_list()
-            if not live:
-                continue
-            sae = reader.sae(cfg.run, layer, step)
-            with torch.no_grad():
-                z = sae.encode(load_activation_file(folder / f"{step}.safetensors").float())
-            total = z[:, live].sum(0).clamp_min(1e-12)
-            shares = (z[mask][:, live].sum(0) / total).tolist()
-            panels: dict[int | None, list[Panel]] = {}
-            for feature, share in zip(live, shares, strict=True):
-                rows.append((layer, step, feature, share))
-                note = (
-                    f"{share:.0%} of its activation falls on the second copy of a repeated "
-                    f"random span ({chance:.0%} of the probe's tokens): "
-                    + ("a copying feature." if share >= 0.5 else "not a copying feature.")
-                )
-                panels[feature] = [Panel("note", text=note)]
-            writer.write_panels(cfg.run, layer, step, panels)
-    return pl.DataFrame(rows, schema=["layer", "step", "feature", "repeat_share"], orient="row")
-
-
 def run(cfg: InductionConfig, progress_bar: bool = True) -> dict[str, Any]:
     """Train with the tracker, fit the SAEs, store the measures and labels; return the
     report `analyse` gives."""
@@ -124,7 +91,8 @@ def run(cfg: InductionConfig, progress_bar: bool = True) -> dict[str, Any]:
     writer = Writer(cfg.db)
     writer.write_replay(cfg.run, "induction", asdict(cfg))
     writer.write_metrics(cfg.run, metric_rows(measure.rows))
-    writer.write_table("induction_features", cfg.run, repeat_shares(cfg, second, writer))
+    labels = feature_labels(cfg, text_probe.tokens, second, writer)
+    writer.write_table("induction_features", cfg.run, labels)
     report = analyse(cfg)
     report["seconds"] = {"total": time.perf_counter() - start, "training_and_sae": trained}
     return report
