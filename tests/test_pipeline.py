@@ -349,6 +349,9 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(
             os.kill(os.getpid(), signals.SIGINT)
 
     handler = signals.getsignal(signals.SIGINT)
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell's background job
+    # (`cmd &`, nohup) starts with SIGINT ignored, and the test then waited for ever.
+    signals.signal(signals.SIGINT, signals.default_int_handler)
     try:
         if when != "in training":
             threading.Thread(target=ctrl_c_once_training_is_over, daemon=True).start()
