@@ -8,8 +8,9 @@ from pathlib import Path
 from experiments.common import ROOT, RunFiles, geometric
 from experiments.textlm import LMConfig
 
-LAYERS = ("blocks.0.attn", "blocks.1.attn")
-"""The watched layers: what each attention layer writes to the residual stream."""
+LAYERS = ("blocks.0.attn", "blocks.1.attn", "blocks.1")
+"""The watched layers: what each attention layer writes to the residual stream, and the
+residual stream after both (the unembedding's input, before its layer norm)."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ class InductionConfig(RunFiles):
     k: int = 4
     """128 latents and k 4: `tracker suggest`'s best on the attention outputs (k 16 gave a
     stable share of 0.01-0.04 at every width, as on the token-rows benchmark)."""
-    sae_steps: int = 300
+    sae_steps: int = 200
     sae_batch: int = 2048
-    """Rows per SAE step: 300 x 4 096 took 15-20 s per checkpoint and layer, the replay 20 min."""
+    """Rows per SAE step: 300 steps of 4 096 took 15-20 s per checkpoint and layer (the
+    replay 20 min on two layers); 200 of 2 048 keep three layers within 15 min."""
     fit: str = "defer"
     """SAEs after training: background fits would share the two cores with training."""
     run: str = "induction"

@@ -45,12 +45,12 @@ def draw(cfg: InductionConfig, report: dict[str, Any], out: Path = FIGURES) -> l
     mid.legend(loc="upper left", fontsize=8)
     shares = reader.table("induction_features", cfg.run)
     confident = MatchConfig().min_confidence
-    width = max(cfg.every // 4, 1)
+    width = max(cfg.every // 5, 1)
     for i, layer in enumerate(LAYERS):
         events = reader.events(cfg.run, layer, min_confidence=confident)
         counts = events.group_by("step").len().sort("step")
         low.bar(
-            [s + (i - 0.5) * width for s in counts["step"].to_list()],
+            [s + (i - 1) * width for s in counts["step"].to_list()],
             counts["len"].to_list(),
             width=width,
             color=f"C{i + 1}",
@@ -71,7 +71,8 @@ def draw(cfg: InductionConfig, report: dict[str, Any], out: Path = FIGURES) -> l
                 low.plot(kinds["step"], kinds[kind], f"C{i + 1}{style}", label=label)
     low.set_ylabel("count")
     low.set_xlabel("training step")
-    low.legend(loc="upper left", fontsize=8)
+    low.legend(loc="upper center", fontsize=7, ncol=3)
+    low.set_ylim(top=low.get_ylim()[1] * 1.35)  # room for the legend above the bars
     phase = report["phase"]
     for ax in (top, mid, low):
         if phase:
