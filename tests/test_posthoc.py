@@ -10,7 +10,7 @@ from tiny import TinyNet, loader, trainer
 
 from tracker import FeatureTracker
 from tracker.activations import load_activation_file
-from tracker.cli import main
+from tracker.cli import build_parser, main
 from tracker.pipeline import fit_run
 from tracker.posthoc import capture_checkpoints, load_probe
 from tracker.reader import open_db
@@ -68,6 +68,13 @@ def test_state_dict_files_then_tracker_fit_give_a_lineage(tmp_path):
     db = open_db(fit_run(tmp_path / "sd"))
     assert db.checkpoints("sd", "body.0")["step"].to_list() == [100, 200, 300]
     assert set(db.saes("sd", "body.0")["d_sae"]) == {16}  # the capture's SAE options kept
+
+
+def test_capture_takes_layers_under_their_old_flag_too():
+    common = ["capture", "ckpts", "--probe", "p.pt", "--run", "r"]
+    for flag in ("--layers", "--modules"):
+        args = build_parser().parse_args([*common, flag, "blocks.0", "blocks.1"])
+        assert args.layers == ["blocks.0", "blocks.1"]
 
 
 def test_transformers_model_directories_are_captured_with_their_losses(tmp_path):

@@ -118,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ca.add_argument(
         "--layers",
-        "--layers",
+        "--modules",
         dest="layers",
         nargs="+",
         required=True,
-        help="module names to watch (--layers is the old name)",
+        help="module names to watch (--modules is the old name)",
     )
     ca.add_argument("--probe", help="probe inputs: .npy, .pt or .safetensors")
     ca.add_argument("--text", help="or a text file, cut into sequences of --seq-len tokens")
