@@ -1,6 +1,6 @@
 """What the replay reports: where the phase change is, by the model's own measures, and what
 the lineage says around it (confident events per checkpoint in and out of it, and how many of
-the features born there copy)."""
+the features born there are copying or previous-token features)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from experiments.induction.config import LAYERS, InductionConfig
-from experiments.induction.labels import COPYING, IS_PREVIOUS
+from experiments.induction.labels import IS_COPYING, IS_PREVIOUS
 from tracker import MatchConfig
 from tracker.reader import open_db
 
@@ -77,15 +77,15 @@ def analyse(cfg: InductionConfig) -> dict[str, Any]:
             "checkpoints_in": n_in,
             "checkpoints_out": len(steps) - 1 - n_in,
             "events": per_kind,
-            "born_copying": int((born_shares["repeat_share"] >= COPYING).sum()),
+            "born_copying": born_shares.filter(IS_COPYING).height,
             "born_previous": born_shares.filter(IS_PREVIOUS).height,
             "born_in": born.height,
-            "copying_final": int((last["repeat_share"] >= COPYING).sum()),
+            "copying_final": last.filter(IS_COPYING).height,
             "previous_final": last.filter(IS_PREVIOUS).height,
             "live_final": last.height,
             "by_step": layer_shares.group_by("step")
             .agg(
-                (pl.col("repeat_share") >= COPYING).sum().alias("copying"),
+                IS_COPYING.sum().alias("copying"),
                 IS_PREVIOUS.sum().alias("previous"),
                 pl.len().alias("live"),
             )

@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from experiments.common import FIGURES
 from experiments.induction.config import LAYERS, InductionConfig
-from experiments.induction.labels import COPYING, IS_PREVIOUS
 from tracker import MatchConfig
 from tracker.reader import open_db
 
@@ -43,7 +40,6 @@ def draw(cfg: InductionConfig, report: dict[str, Any], out: Path = FIGURES) -> l
         )
     mid.set_ylabel("best head's score")
     mid.legend(loc="upper left", fontsize=8)
-    shares = reader.table("induction_features", cfg.run)
     confident = MatchConfig().min_confidence
     width = max(cfg.every // 5, 1)
     for i, layer in enumerate(LAYERS):
@@ -56,19 +52,13 @@ def draw(cfg: InductionConfig, report: dict[str, Any], out: Path = FIGURES) -> l
             color=f"C{i + 1}",
             label=f"{layer}: confident events",
         )
-        kinds = (
-            shares.filter(pl.col("layer") == layer)
-            .group_by("step")
-            .agg(
-                (pl.col("repeat_share") >= COPYING).sum().alias("copying"),
-                IS_PREVIOUS.sum().alias("previous-token"),
-            )
-            .sort("step")
-        )
-        for kind, style in (("copying", "--"), ("previous-token", ":")):
-            if kinds[kind].sum():
+        by_step = report["layers"][layer]["by_step"]  # (step, copying, previous, live)
+        steps = [row[0] for row in by_step]
+        for column, kind, style in ((1, "copying", "--"), (2, "previous-token", ":")):
+            counts_of_kind = [row[column] for row in by_step]
+            if any(counts_of_kind):
                 label = f"{layer}: {kind} features"
-                low.plot(kinds["step"], kinds[kind], f"C{i + 1}{style}", label=label)
+                low.plot(steps, counts_of_kind, f"C{i + 1}{style}", label=label)
     low.set_ylabel("count")
     low.set_xlabel("training step")
     low.legend(loc="upper center", fontsize=7, ncol=3)

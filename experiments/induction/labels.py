@@ -21,6 +21,8 @@ a copying feature (chance is the share of such tokens in the probe, 0.19)."""
 PREVIOUS = 0.5
 """A feature whose activation the previous token's identity explains at least this much
 (and more than the current token's) is a previous-token feature."""
+IS_COPYING = pl.col("repeat_share") >= COPYING
+"""Rows of the labels table that are copying features."""
 IS_PREVIOUS = (pl.col("previous_r2") >= PREVIOUS) & (pl.col("previous_r2") > pl.col("token_r2"))
 """Rows of the labels table that are previous-token features."""
 

@@ -1,6 +1,6 @@
 """The induction-heads replay: train the two-layer attention-only model with the tracker on
-both attention outputs, measuring the phase change as it trains; then fit the SAEs and store
-the measures and each feature's labels (copying, previous-token)."""
+both attention outputs and the residual stream, measuring the phase change as it trains; then
+fit the SAEs and store the measures and each feature's labels (copying, previous-token)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from experiments import common
+from experiments.induction.analysis import analyse
 from experiments.induction.config import LAYERS, InductionConfig
 from experiments.induction.data import Windows, probe, repeated_random
 from experiments.induction.labels import feature_labels
@@ -66,8 +67,6 @@ def metric_rows(rows: list[Progress]) -> pl.DataFrame:
 def run(cfg: InductionConfig, progress_bar: bool = True) -> dict[str, Any]:
     """Train with the tracker, fit the SAEs, store the measures and labels; return the
     report `analyse` gives."""
-    from experiments.induction.analysis import analyse
-
     start = time.perf_counter()
     run_dir = cfg.root / cfg.run
     common.fresh(run_dir)
