@@ -1,6 +1,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from tracker import SAE
 from tracker.cli import main
@@ -59,3 +60,63 @@ def test_threads_default_to_the_cores_this_process_may_use(tmp_path, capsys):
         assert capsys.readouterr().err.endswith("error: --threads must be >= 1, got 0\n")
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("runnable", "cpus", "usable", "threads"),
+    [
+        (None, 2, 2, 2),  # no load count (not Linux): every usable core
+        (1, 2, 2, 2),  # only the reader runs: idle
+        (2, 2, 2, 1),  # one other task on two cores
+        (3, 2, 2, 1),  # both cores busy: still one thread
+        (9, 64, 2, 2),  # 8 busy tasks on a 64-core machine leave this process's 2 cores idle
+        (63, 64, 4, 2),  # 62 busy on 64: two idle
+    ],
+)
+def test_idle_cores_leaves_busy_cores_to_the_work_on_them(
+    monkeypatch, runnable, cpus, usable, threads
+):
+    import tracker.checks
+
+    monkeypatch.setattr(tracker.checks, "_runnable", lambda: runnable)
+    monkeypatch.setattr(tracker.checks, "usable_cores", lambda: usable)
+    monkeypatch.setattr(tracker.checks.os, "cpu_count", lambda: cpus)
+    assert tracker.checks.idle_cores() == threads
+
+
+def test_tracker_fit_on_a_busy_machine_fits_on_fewer_threads_and_says_so(
+    tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    import tracker.checks
+
+    monkeypatch.setattr(tracker.checks, "_runnable", lambda: 5)  # four other tasks running
+    monkeypatch.setattr(tracker.checks, "usable_cores", lambda: 2)
+    monkeypatch.setattr(tracker.checks.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("tracker.cli.usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    x = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "a.npy", x.numpy())
+    try:
+        args = ["train-sae", str(tmp_path / "a.npy"), "--out", str(tmp_path / "s"), "--k", "2"]
+        assert main([*args, "--steps", "5"]) == 0
+        assert torch.get_num_threads() == 1
+        assert capsys.readouterr().err.startswith(  # then the progress bar
+            "tracker train-sae: other work keeps this machine's cores busy; fitting on "
+            "1 thread(s), not 2 (--threads to choose)\n"
+        )
+        assert main([*args, "--steps", "5", "--threads", "2"]) == 0  # asked for: no message
+        assert torch.get_num_threads() == 2
+        assert "busy" not in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.machine_load
+def test_runnable_reads_the_kernels_count():
+    from tracker.checks import _runnable
+
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg off Linux")
+    assert _runnable(samples=3, interval=0.0) >= 1  # at least the reading thread itself

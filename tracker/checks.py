@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
@@ -60,6 +61,36 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def idle_cores() -> int:
+    """The cores fitting can have now: this process's usable cores less those other work
+    keeps busy, at least one. Read from the kernel's count of runnable tasks (the fourth
+    field of /proc/loadavg, its median over a few samples, less the thread reading it);
+    every usable core where that count is not available. On a machine whose cores are all
+    busy, one thread is the fast choice: threads that must wait for each other at every
+    parallel op stall whenever one is descheduled (`experiments/bench/fit_busy.py`, 2
+    cores, 2 busy processes: one thread fitted 2.0x slower than idle, two threads 5.2x)."""
+    usable = usable_cores()
+    runnable = _runnable()
+    if runnable is None:
+        return usable
+    busy = max(0, runnable - 1)  # this thread is runnable while it reads
+    return max(1, min(usable, (os.cpu_count() or usable) - busy))
+
+
+def _runnable(samples: int = 5, interval: float = 0.01) -> int | None:
+    """Median runnable tasks machine-wide (None off Linux)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]))
+        except (OSError, IndexError, ValueError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return sorted(counts)[len(counts) // 2]
 
 
 def check_choice(name: str, value: object, choices: Sequence[object]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from tracker import commands as cmd
-from tracker.checks import usable_cores
+from tracker.checks import idle_cores, usable_cores
 from tracker.config import MatchConfig, SAEConfig
 from tracker.sae import ARCHITECTURES
 
@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--threads",
                 type=int,
                 default=None,
-                help="CPU threads for fitting (default: the cores this process may use, "
-                f"here {usable_cores()})",
+                help="CPU threads for fitting (default: the cores this process may use that "
+                f"other work leaves idle at start; here {usable_cores()} usable)",
             )
         return sub
 
@@ -169,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_threads(command: str) -> int:
+    """The idle cores among those this process may use, said aloud when fewer than all."""
+    usable, idle = usable_cores(), idle_cores()
+    if idle < usable:
+        print(
+            f"tracker {command}: other work keeps this machine's cores busy; fitting on "
+            f"{idle} thread(s), not {usable} (--threads to choose)",
+            file=sys.stderr,
+        )
+    return idle
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -179,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if args.command != "app":
-        torch.set_num_threads(threads or usable_cores())
+        threads = threads or _default_threads(args.command)
+        torch.set_num_threads(threads)
     try:
         code: int = args.run_fn(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
