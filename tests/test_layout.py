@@ -16,7 +16,7 @@ STAGES = {
         "saved",
         "text",
     ],
-    "fit": ["config", "sae", "fit", "calibration", "checkpoint"],
+    "fit": ["config", "pace", "sae", "fit", "calibration", "checkpoint"],
     "match": [
         "assign",
         "witness",

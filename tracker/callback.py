@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tracker.capture import Selector, capture, gather_rows, resolve_modules, selectors_for
-from tracker.checks import check_choice, check_positive, check_threads, usable_cores
+from tracker.checks import check_choice, check_positive, check_share, check_threads, usable_cores
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
@@ -72,6 +73,8 @@ class FeatureTracker(Callback):
             training curves; they are always recorded at snapshots.
         threads: CPU threads for fitting (default: background fitting takes half the cores
             this process may use, at least one; inline fitting uses training's).
+        share: background mode: the worker's share of its threads' time while training
+            runs (it sleeps between SAE steps; 1.0 on a GPU or spare cores); flat out after.
         at_end: background mode: "wait" (default) fits what is left before `trainer.fit`
             returns; "leave" returns within seconds, leaving it for `tracker fit RUN_DIR`.
 
@@ -104,6 +107,7 @@ class FeatureTracker(Callback):
         probe_forward: Callable[[LightningModule, Any], Any] | None = None,
         metrics_every: int = 50,
         threads: int | None = None,
+        share: float = 0.25,
         at_end: Literal["wait", "leave"] = "wait",
         modules: Sequence[str] | None = None,
     ) -> None:
@@ -118,6 +122,7 @@ class FeatureTracker(Callback):
         background_threads = max(1, usable_cores() // 2) if fit == "background" else None
         self.fit_threads = check_threads(threads) or background_threads
         self.at_end = at_end
+        self.share = check_share("share", share)
         selectors = selectors_for(names, select)
         self.layers = names
         """The watched layers: module names from `model.named_modules()`."""
@@ -185,6 +190,7 @@ class FeatureTracker(Callback):
                     background=self.fit_mode == "background",
                     queue_size=self.queue_size,
                     threads=self.fit_threads,
+                    share=self.share,
                 )
 
     def _dry_run(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int]:
@@ -277,8 +283,7 @@ class FeatureTracker(Callback):
             if x.shape[0] != self.n_probe * self.rows[name]:
                 raise ValueError(
                     f"module {name!r} gave {x.shape[0]} rows for {self.n_probe} probe inputs "
-                    f"({self.rows[name]} each): "
-                    "is it called more than once per forward?"
+                    f"({self.rows[name]} each): is it called more than once per forward?"
                 )
         self.taken.add(step)
         self._metrics.record(step, trainer.callback_metrics)
@@ -297,14 +302,9 @@ class FeatureTracker(Callback):
         converted (bf16-true) and the forward in its context (autocast under bf16-mixed)."""
         device, plugin = pl_module.device, trainer.precision_plugin
         moved = (plugin.convert_input(move_data_to_device(b, device)) for b in batches)
+        forward = partial(self.forward, pl_module)
         with plugin.forward_context():
-            return capture(
-                pl_module,
-                self._modules,
-                self.selectors,
-                moved,
-                lambda b: self.forward(pl_module, b),
-            )
+            return capture(pl_module, self._modules, self.selectors, moved, forward)
 
     # -- metrics ------------------------------------------------------------------------------
 

@@ -106,6 +106,12 @@ def check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
+def check_share(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
 def check_threads(threads: int | None, name: str = "threads") -> int | None:
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1

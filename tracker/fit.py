@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from tracker.checks import as_activations, resolve_device
 from tracker.config import SAEConfig
+from tracker.pace import pause
 from tracker.sae import ARCHITECTURES, SAE, FitMetrics, StepLoss
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def _optimise(sae: SAE, x_ND: Tensor, config: SAEConfig, generator: torch.Genera
         cursor += batch
 
         out = train_step(sae, optimiser, x_BD, since_fired_F >= dead_after)
+        pause()  # a background fit yields the cores here (tracker.pace)
         since_fired_F += batch
         since_fired_F[out.fired_F] = 0
         bar.update()

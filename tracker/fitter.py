@@ -13,6 +13,7 @@ import torch
 
 from tracker.checks import torch_threads
 from tracker.config import MatchConfig, SAEConfig
+from tracker.pace import Pacer, Stopped, paced
 from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot, write_probe
 from tracker.reader import Reader
 from tracker.snapshots import RunDir, scan_activation_dir
@@ -45,8 +46,12 @@ class SnapshotFitter:
         background: bool,
         queue_size: int = 64,
         threads: int | None = None,
+        share: float = 1.0,
     ) -> None:
         self.run_dir, self.run = run_dir, run
+        self.pacer = Pacer(share)
+        """In the background: the worker's share of one core's time while training runs
+        (it sleeps between SAE steps); 1.0 from training's end on."""
         self.threads = threads
         """CPU threads for fitting (None: torch's setting); in the background, the worker
         thread's own count, so training's is untouched."""
@@ -114,8 +119,10 @@ class SnapshotFitter:
         """Finish every submitted step (training is over, so waiting is fine), then warn
         about any checkpoint left unfitted, with the command that completes the lineage.
         With wait=False (training was interrupted: Ctrl-C, an error) the steps not yet
-        started are left on disk for `tracker fit`, and the fit under way is given a few
-        seconds before the worker (a daemon thread) is left to end with the process."""
+        started are left on disk for `tracker fit`, and the fit under way stops at its next
+        SAE step, unwritten (matching and writing, which have no such point, are given a few
+        seconds before the worker, a daemon thread, is left to end with the process)."""
+        self.pacer.share = 1.0  # training is over: the cores are fitting's
         if self._queue is not None and self._worker is not None:
             if wait:
                 for step in [*self._waiting, _STOP]:
@@ -124,6 +131,7 @@ class SnapshotFitter:
                     pass
             else:
                 self._stopping = True
+                self.pacer.stop()  # the fit under way ends at its next SAE step
                 self._put(_STOP)
                 if not self._finished.wait(timeout=STOP_SECONDS):
                     log.warning(
@@ -172,7 +180,10 @@ class SnapshotFitter:
         try:
             if self.threads is not None:
                 torch.set_num_threads(self.threads)  # this thread's count only
-            self._work_through()
+            with paced(self.pacer):
+                self._work_through()
+        except Stopped:
+            log.info("tracker: the fit under way was stopped; its snapshot is left on disk")
         finally:
             self._finished.set()
 
