@@ -70,7 +70,7 @@ def idle_cores() -> int:
     every usable core where that count is not available. On a machine whose cores are all
     busy, one thread is the fast choice: threads that must wait for each other at every
     parallel op stall whenever one is descheduled (`experiments/bench/fit_busy.py`, 2
-    cores, 2 busy processes: one thread fitted 2.0x slower than idle, two threads 5.2x)."""
+    cores, 2 busy processes: one thread fitted 1.9x slower than idle, two threads 8.9x)."""
     usable = usable_cores()
     runnable = _runnable()
     if runnable is None:

@@ -69,6 +69,7 @@ def main() -> None:
         db = Path(tmp) / "fit.duckdb"
         fit(acts, db, None)  # warm-up: imports, allocator, thread pool
         idle, idle_threads = fit(acts, db, None)
+        idle_one, _ = fit(acts, db, 1)
         context = multiprocessing.get_context("spawn")
         competitors = [context.Process(target=spin, daemon=True) for _ in range(args.competitors)]
         for p in competitors:
@@ -85,11 +86,13 @@ def main() -> None:
         f"{args.checkpoints} planted checkpoints of 4096 x 64, SAE 128 latents k 8 300 steps, "
         f"{cores} usable cores"
     )
-    print(f"idle, default ({idle_threads} threads): {idle:.1f} s")
+    print(f"idle, default ({idle_threads} threads): {idle:.1f} s; idle, 1 thread: {idle_one:.1f} s")
     for label, used, seconds, load in rows:
+        own = idle_one if used == 1 else idle
         print(
             f"{args.competitors} busy competitors, {label} ({used} thread(s)): {seconds:.1f} s, "
-            f"{seconds / idle:.2f}x idle (load factor {load:.1f})"
+            f"{seconds / idle:.2f}x idle, {seconds / own:.2f}x idle at its thread count "
+            f"(load factor {load:.1f})"
         )
 
 
