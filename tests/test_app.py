@@ -1,5 +1,6 @@
 """Every viewer page, run with streamlit's AppTest on a small planted lineage database."""
 
+import json
 import os
 import sys
 import time
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 from tiny import one_of_each
@@ -75,10 +77,43 @@ def test_lineage_page_draws_events_and_offers_their_lineages(db, monkeypatch):
     assert "events" in at.caption[0].value and "lineages drawn" in at.caption[0].value
     assert len(at.main.selectbox) == 1
     assert len(at.get("vega_lite_chart")) == 1
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    scales = [
+        layer["encoding"][channel]["scale"]
+        for layer in spec["layer"]
+        for channel in ("color", "shape")
+        if channel in layer.get("encoding", {})
+    ]
+    assert [s["domain"] for s in scales] == [["birth", "death", "split", "merge"]] * 2
+    assert scales[0]["range"] == ["#009E73", "#D55E00", "#0072B2", "#CC79A7"]
+    assert scales[1]["range"] == ["triangle-up", "cross", "diamond", "square"]
+    # Every event at its own step in the chart as in the table, on its lineage's row, and a
+    # link to that lineage's story.
+    reader = open_db(db)
+    events = reader.events("planted", "mlp", min_confidence=0.5)
+    table = at.dataframe[0].value
+    assert list(table.columns[:5]) == ["step", "kind", "lineage", "story", "evidence"]
+    assert table["step"].tolist() == events["step"].to_list()
+    death = events.filter(pl.col("kind") == "death").row(0, named=True)
+    lineage = reader.features("planted", "mlp", death["prev_step"]).filter(
+        pl.col("feature") == death["sources"][0]
+    )["lineage"][0]
+    row = table[(table["kind"] == "death") & (table["step"] == death["step"])].iloc[0]
+    assert row["lineage"] == lineage and row["story"].endswith(f"&lineage={lineage}")
+    drawn = [  # the chart's data sets, as Streamlit sends them (Arrow)
+        pa.ipc.open_stream(d.data.data).read_all().to_pylist()
+        for d in at.get("vega_lite_chart")[0].proto.datasets
+    ]
+    points = next(rows for rows in drawn if rows and "kind" in rows[0])
+    assert {"kind": "death", "step": death["step"], "lineage": lineage} in [
+        {k: p[k] for k in ("kind", "step", "lineage")} for p in points
+    ]
+    at.sidebar.radio[0].set_value("most events").run()
+    labels = json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"][0]["encoding"]["y"]
+    busiest = table.groupby("lineage").size().max()
+    assert busiest >= 2 and "datum.value" in labels["axis"]["labelExpr"]
     at.sidebar.multiselect[0].set_value(["split"]).run()
-    splits = (
-        open_db(db).events("planted", "mlp", min_confidence=0.5).filter(pl.col("kind") == "split")
-    )
+    splits = events.filter(pl.col("kind") == "split")
     assert at.caption[0].value.startswith(f"{len(splits)} events")
 
 
@@ -207,6 +242,9 @@ def test_every_page_renders_in_a_real_browser(db, tmp_path):
             page.locator(".vega-embed").first.wait_for(timeout=30_000)
             if title == "Feature":
                 page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=30_000)
+            if title == "Lineage":  # the events table is drawn last
+                page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=30_000)
+                page.get_by_role("button", name="Open this lineage's story").wait_for()
             seconds[title] = time.perf_counter() - start
             page.screenshot(path=str(shots / f"{title.lower()}.png"), full_page=True)
         browser.close()

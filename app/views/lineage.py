@@ -1,5 +1,7 @@
 """Lineage: lineages across steps with their events; choose one to open its story."""
 
+from urllib.parse import urlencode
+
 import altair as alt
 import polars as pl
 import streamlit as st
@@ -8,48 +10,87 @@ from common import int_param, read, select_run, steps
 from tracker.reader import with_evidence
 
 MAX_LINEAGES = 200
-KINDS = ["birth", "death", "split", "merge"]
+# Okabe-Ito colours (told apart with every common colour-vision deficiency) and a shape each.
+KINDS = {
+    "birth": ("#009E73", "triangle-up"),
+    "death": ("#D55E00", "cross"),
+    "split": ("#0072B2", "diamond"),
+    "merge": ("#CC79A7", "square"),
+}
+ORDERS = ["first seen", "longest", "most events"]
 
 st.title("Lineage")
 selection = select_run()
 if selection:
     db, run, layer = selection
     all_steps = steps(db, run, layer)
-    kinds = st.sidebar.multiselect("Event kinds", KINDS, default=KINDS)
+    kinds = st.sidebar.multiselect("Event kinds", list(KINDS), default=list(KINDS))
     min_conf = st.sidebar.slider("Least confidence", 0.0, 1.0, 0.5, 0.05)
     span = st.sidebar.select_slider("Steps", options=all_steps, value=(all_steps[0], all_steps[-1]))
-    events = read(db, "events", run, layer, None, min_conf).filter(
-        pl.col("kind").is_in(kinds) & pl.col("step").is_between(*span)
-    )
-    fmap = read(db, "feature_map", run, layer).filter(pl.col("step").is_between(*span))
+    order_by = st.sidebar.radio("Order lineages by", ORDERS)
+    events = with_evidence(
+        read(db, "events", run, layer, None, min_conf).filter(
+            pl.col("kind").is_in(kinds) & pl.col("step").is_between(*span)
+        )
+    ).with_row_index("event")
+    fmap = read(db, "feature_map", run, layer)
 
-    # Each event marks its sources at prev_step and its targets at step, with its own kind.
+    # Every event is drawn at its own step (as the table says) on the row of each lineage it
+    # concerns: its sources' (found where they were last seen, prev_step) and its targets'.
+    keep = ["event", "step", "kind", "confidence", "evidence"]
+    sides = [("prev_step", "sources"), ("step", "targets")]
     ends = pl.concat(
         [
-            events.select(
-                pl.col("prev_step").alias("step"),
-                pl.col("sources").alias("f"),
-                "kind",
-                "confidence",
-            ).explode("f"),
-            events.select("step", pl.col("targets").alias("f"), "kind", "confidence").explode("f"),
+            events.select(*keep, pl.col(at).alias("seen"), pl.col(col).alias("f")).explode("f")
+            for at, col in sides
         ]
     ).drop_nulls("f")
-    marks = ends.join(fmap, left_on=["step", "f"], right_on=["step", "feature"])
-    chosen = marks["lineage"].unique().sort().head(MAX_LINEAGES).to_list()
+    marks = ends.join(
+        fmap.select("step", "feature", "lineage"),
+        left_on=["seen", "f"],
+        right_on=["step", "feature"],
+    )
+    lineage_of_event = marks.group_by("event").agg(pl.col("lineage").min())
+    shown = fmap.filter(pl.col("step").is_between(*span))
+    stats = (
+        shown.group_by("lineage")
+        .agg(pl.col("step").min().alias("first"), pl.len().alias("checkpoints"))
+        .join(marks.group_by("lineage").agg(pl.len().alias("events")), on="lineage")
+    )
+    sort = {"first seen": ["first"], "longest": ["checkpoints"], "most events": ["events"]}
+    stats = stats.sort([*sort[order_by], "lineage"], descending=[order_by != "first seen", False])
+    chosen = stats["lineage"].head(MAX_LINEAGES).to_list()
     st.caption(
         f"{len(events)} events, {len(chosen)} lineages drawn"
-        + (f" (first {MAX_LINEAGES})" if len(chosen) == MAX_LINEAGES else "")
+        + (f" (first {MAX_LINEAGES})" if len(stats) > MAX_LINEAGES else "")
     )
 
     if not chosen:
         st.info("No event matches these filters.")
     else:
+        # One row per lineage in the chosen order, labelled with its id (every id while the
+        # rows are tall enough to read them).
         order = {lin: i for i, lin in enumerate(chosen)}
         row = pl.col("lineage").replace_strict(order, default=None).alias("row")
-        drawn = fmap.filter(pl.col("lineage").is_in(chosen)).with_columns(row)
-        marks = marks.filter(pl.col("lineage").is_in(chosen)).with_columns(row)
-        # Split and merge: a segment from each parent lineage to each child lineage.
+        y_axis = alt.Axis(
+            values=list(range(len(chosen))) if len(chosen) <= 60 else None,
+            labelExpr=f"{chosen}[datum.value]",
+            grid=False,
+        )
+        scale = alt.Scale(domain=[-0.5, len(chosen) - 0.5], reverse=True, nice=False)
+        y = alt.Y("row:Q", title="lineage", axis=y_axis, scale=scale)
+        drawn = shown.filter(pl.col("lineage").is_in(chosen)).with_columns(row)
+        lines = (
+            alt.Chart(drawn.to_pandas())
+            .mark_line(opacity=0.6, color="#888888")
+            .encode(
+                x=alt.X("step:Q", scale=alt.Scale(domain=list(span))),
+                y=y,
+                detail="lineage:N",
+                tooltip=["lineage", "step", "feature", "frequency"],
+            )
+        )
+        # Split and merge: a dashed segment from each parent lineage to each child lineage.
         prev_of = dict(zip(all_steps[1:], all_steps[:-1], strict=False))
         parents = read(
             db,
@@ -61,46 +102,50 @@ if selection:
             & pl.col("parent").is_in(chosen)
             & pl.col("step").is_between(*span)
         )
-        links = pl.concat(
-            [
-                parents.select(
-                    pl.col("step").replace_strict(prev_of, default=None).alias("step"),
-                    pl.col("parent").replace_strict(order).alias("row"),
-                    pl.format("{}-{}", "lineage", "parent").alias("link"),
-                ),
-                parents.select(
-                    "step",
-                    pl.col("lineage").replace_strict(order).alias("row"),
-                    pl.format("{}-{}", "lineage", "parent").alias("link"),
-                ),
-            ]
-        )
-        lines = (
-            alt.Chart(drawn.to_pandas())
-            .mark_line(opacity=0.6)
-            .encode(
-                x="step:Q",
-                y=alt.Y("row:Q", title="lineage", axis=None),
-                detail="lineage:N",
-                tooltip=["lineage", "step", "feature", "frequency"],
+        link = pl.format("{}-{}", "lineage", "parent").alias("link")
+        links = (
+            pl.concat(
+                [
+                    parents.select(
+                        pl.col("step").replace_strict(prev_of, default=None), pl.col("parent"), link
+                    ),
+                    parents.select("step", pl.col("lineage").alias("parent"), link),
+                ]
             )
+            .rename({"parent": "lineage"})
+            .with_columns(row)
         )
         joins = (
             alt.Chart(links.to_pandas())
-            .mark_line(strokeDash=[3, 3], color="gray")
-            .encode(x="step:Q", y="row:Q", detail="link:N")
+            .mark_line(strokeDash=[3, 3], color="#555555")
+            .encode(x="step:Q", y=y, detail="link:N")
         )
+        legend = alt.Legend(title="event", orient="top")
+        domain, colours, shapes = list(KINDS), *zip(*KINDS.values(), strict=True)
         points = (
-            alt.Chart(marks.to_pandas())
-            .mark_point(filled=True, size=70)
+            alt.Chart(marks.filter(pl.col("lineage").is_in(chosen)).with_columns(row).to_pandas())
+            .mark_point(filled=True, size=90, opacity=0.9)
             .encode(
                 x="step:Q",
-                y="row:Q",
-                color=alt.Color("kind:N", scale=alt.Scale(domain=KINDS)),
-                tooltip=["lineage", "step", "kind", "confidence"],
+                y=y,
+                color=alt.Color(
+                    "kind:N", scale=alt.Scale(domain=domain, range=colours), legend=legend
+                ),
+                shape=alt.Shape(
+                    "kind:N", scale=alt.Scale(domain=domain, range=shapes), legend=legend
+                ),
+                tooltip=[
+                    "lineage",
+                    "step",
+                    "kind",
+                    alt.Tooltip("confidence", format=".2f"),
+                    "evidence",
+                ],
             )
         )
-        st.altair_chart((lines + joins + points).properties(height=420), width="stretch")
+        height = max(220, min(18 * len(chosen), 1400))
+        chart = (lines + joins + points).properties(height=height)
+        st.altair_chart(chart, width="stretch", height=height + 110)  # + legend and axis
 
         current = int_param("lineage")
         default = chosen.index(current) if current in chosen else 0
@@ -110,5 +155,37 @@ if selection:
                 "views/feature.py",
                 query_params={"db": db, "run": run, "layer": layer, "lineage": str(lineage)},
             )
-    shown = with_evidence(events).drop("run", "layer")
-    st.dataframe(shown.select("evidence", pl.exclude("evidence")), hide_index=True)
+    table = events.join(lineage_of_event, on="event", how="left")
+    query = urlencode({"db": db, "run": run, "layer": layer})
+    table = table.with_columns(
+        pl.when(pl.col("lineage").is_null())
+        .then(None)
+        .otherwise(pl.concat_str(pl.lit(f"/feature?{query}&lineage="), pl.col("lineage")))
+        .alias("story")
+    )
+    st.dataframe(
+        table.select(
+            "step",
+            "kind",
+            "lineage",
+            "story",
+            "evidence",
+            "confidence",
+            pl.exclude(
+                "event",
+                "run",
+                "layer",
+                "step",
+                "kind",
+                "lineage",
+                "story",
+                "evidence",
+                "confidence",
+            ),
+        ),
+        hide_index=True,
+        column_config={
+            "story": st.column_config.LinkColumn("story", display_text="open"),
+            "lineage": st.column_config.NumberColumn("lineage", format="%d"),
+        },
+    )
