@@ -11,11 +11,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import streamlit as st
 
 from tracker.reader import VIEWER_DBS_ENV, Reader, open_db
 
 LIVE_WITHIN = timedelta(minutes=2)
+EVENT_STYLE = {
+    "birth": ("#009E73", "triangle-up"),
+    "death": ("#D55E00", "cross"),
+    "split": ("#0072B2", "diamond"),
+    "merge": ("#CC79A7", "square"),
+}
+"""Each event kind's colour and shape on every page: Okabe-Ito colours, told apart with
+every common colour-vision deficiency."""
 TTL = 5  # seconds: a live run's new checkpoints appear within this
 
 
@@ -102,8 +111,12 @@ def select_run() -> tuple[str, str, str] | None:
 
 
 def live_banner(db: str, run: str, layer: str) -> None:
+    """ "Run is live" while the run is being written: its writer has not marked it finished
+    and its newest checkpoint is recent (a writer that died never marks it)."""
     checkpoints = read(db, "checkpoints", run, layer)
-    if checkpoints.is_empty():
+    runs = read(db, "runs").filter(pl.col("run") == run)
+    finished = "finished_at" in runs.columns and runs["finished_at"].is_not_null().any()
+    if checkpoints.is_empty() or finished:
         return
     newest = checkpoints["written_at"].max()
     if isinstance(newest, datetime) and datetime.now() - newest < LIVE_WITHIN:

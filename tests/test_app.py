@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -279,3 +280,15 @@ def test_every_page_works_on_a_real_training_run(tmp_path, monkeypatch):
         assert len(at.get("vega_lite_chart")) == 1, page
     at.sidebar.selectbox[2].set_value("body.2").run()
     assert not at.exception and at.query_params["layer"] in ("body.2", ["body.2"])
+
+
+def test_the_live_banner_shows_only_while_a_run_is_being_written(db, tmp_path, monkeypatch):
+    at = app(db, monkeypatch)  # analyze() marked the fixture's run finished
+    assert not [i for i in at.info if "Run is live" in i.value]
+    copy = tmp_path / "writing.duckdb"
+    copy.write_bytes(db.read_bytes())
+    with duckdb.connect(str(copy)) as con:  # a writer still at work: recent, not finished
+        con.execute("UPDATE runs SET finished_at = NULL")
+        con.execute("UPDATE checkpoints SET written_at = now()")
+    at = app(copy, monkeypatch)
+    assert [i for i in at.info if i.value.startswith("Run is live: showing the newest")]

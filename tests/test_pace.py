@@ -117,6 +117,7 @@ def test_a_background_run_at_a_small_share_writes_the_same_lineage(tmp_path):
         )
         trainer(tmp_path, max_steps=12, callbacks=[watcher]).fit(TinyNet(), loader())
         reader = open_db(tmp_path / f"s{share}" / "lineage.duckdb")
+        assert reader.runs()["finished_at"][0] is not None, "the callback marks it finished"
         tables.append(
             (
                 reader.sql("SELECT step, feature, lineage, frequency FROM features ORDER BY ALL"),

@@ -222,3 +222,23 @@ def test_experiments_add_their_own_tables_and_probe_inputs(tmp_path):
     writer.write_probe("a", probe)
     writer.write_probe("a", probe.head(1))
     assert db.probe("a")["label"].to_list() == ["x0"]
+
+
+def test_a_run_is_marked_finished_by_its_writer_and_live_again_when_rewritten(tmp_path):
+    path = tmp_path / "l.duckdb"
+    writer = Writer(path)
+
+    def finished():
+        return open_db(path).runs().filter(pl.col("run") == "r")["finished_at"][0]
+
+    writer.write_run("r", {"a": 1})
+    assert finished() is None
+    writer.finish_run("r")
+    assert finished() is not None
+    writer.write_run("r", {"a": 2})  # written again (resumed, refitted): live again
+    assert finished() is None
+    with duckdb.connect(str(path)) as con:  # a file from before the column
+        con.execute("ALTER TABLE runs DROP COLUMN finished_at")
+    writer.write_run("r", {"a": 3})
+    writer.finish_run("r")
+    assert finished() is not None and open_db(path).run_config("r") == {"a": 3}

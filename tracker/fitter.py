@@ -144,6 +144,7 @@ class SnapshotFitter:
                 self._warn_missing()
                 return
         self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
+        self._record(lambda: self.writer.finish_run(self.run))
         self._warn_missing()
 
     def missing(self) -> list[int]:

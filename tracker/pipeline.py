@@ -228,6 +228,7 @@ def analyze(
         analyzer = Analyzer(writer, run, name, sae, match)
         for step in tqdm(sorted(steps), desc=f"layer {name}", disable=not progress):
             analyzer.add(step, _load(steps[step]))
+    writer.finish_run(run)
     return writer
 
 

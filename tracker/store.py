@@ -26,10 +26,21 @@ class Writer:
             pass  # create the schema, check the version
 
     def write_run(self, run: str, config: dict[str, Any]) -> None:
+        """Record the run as being written (its `finished_at` cleared). A file from before
+        that column gets it."""
         with connect(self.path, read_only=False) as con:
+            con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS finished_at TIMESTAMP")
             con.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?, now(), ?)", [run, json.dumps(config)]
+                "INSERT OR REPLACE INTO runs (run, created_at, config, finished_at) "
+                "VALUES (?, now(), ?, NULL)",
+                [run, json.dumps(config)],
             )
+
+    def finish_run(self, run: str) -> None:
+        """Record that nothing more is being written to the run: the viewer stops calling
+        it live."""
+        with connect(self.path, read_only=False) as con:
+            con.execute("UPDATE runs SET finished_at = now() WHERE run = ?", [run])
 
     def write_metrics(self, run: str, rows: pl.DataFrame) -> None:
         """Replace the run's metrics at the steps these rows (step, name, value) cover."""

@@ -5,18 +5,12 @@ from urllib.parse import urlencode
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import int_param, read, select_run, steps
+from common import EVENT_STYLE, int_param, read, select_run, steps
 
 from tracker.reader import with_evidence
 
 MAX_LINEAGES = 200
-# Okabe-Ito colours (told apart with every common colour-vision deficiency) and a shape each.
-KINDS = {
-    "birth": ("#009E73", "triangle-up"),
-    "death": ("#D55E00", "cross"),
-    "split": ("#0072B2", "diamond"),
-    "merge": ("#CC79A7", "square"),
-}
+KINDS = EVENT_STYLE
 ORDERS = ["first seen", "longest", "most events"]
 
 st.title("Lineage")

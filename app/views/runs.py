@@ -2,7 +2,7 @@
 
 import altair as alt
 import streamlit as st
-from common import read, select_run
+from common import EVENT_STYLE, read, select_run
 
 st.title("Runs")
 selection = select_run()
@@ -58,10 +58,12 @@ if selection:
     if counts.is_empty():
         st.caption("No confident event in this run.")
     else:
+        domain, colours = list(EVENT_STYLE), [c for c, _ in EVENT_STYLE.values()]
+        kinds = alt.Scale(domain=domain, range=colours)
         bars = (
             alt.Chart(counts.to_pandas())
             .mark_bar()
-            .encode(x=x, y=alt.Y("n:Q", title="events"), color=alt.Color("kind:N"))
+            .encode(x=x, y=alt.Y("n:Q", title="events"), color=alt.Color("kind:N", scale=kinds))
         )
         st.altair_chart((bars + marks).properties(height=200), width="stretch")
     table = checkpoints.select("step", "stable_share", "tau", "chance_mean").join(
