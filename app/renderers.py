@@ -104,13 +104,13 @@ def draw(panels: list[Panel]) -> None:
 
 def feature(db: str, run: str, layer: str, step: int, feature: int) -> None:
     """The feature's panels, then rank, probe index, activation, and the probe input's label
-    and payload if stored."""
+    if stored (its payload, the raw input, only where there is no label)."""
     draw(read(db, "panels", run, layer, step, feature))
     examples = read(db, "examples", run, layer, step, feature)
     probe = read(db, "probe", run)
     shown = examples.select("rank", "probe_index", "activation")
     if not probe.is_empty():
-        shown = shown.join(
-            probe.select("probe_index", "label", "payload"), on="probe_index", how="left"
-        )
+        labelled = probe["label"].is_not_null().any() if "label" in probe.columns else False
+        keep = ["probe_index", "label"] if labelled else ["probe_index", "label", "payload"]
+        shown = shown.join(probe.select(keep), on="probe_index", how="left")
     st.dataframe(shown, hide_index=True)

@@ -144,6 +144,27 @@ def test_feature_page_tells_one_lineage_story(db, monkeypatch):
     evidence = shown[shown["kind"] == "split"]["evidence"].iloc[0]
     assert evidence.startswith(f"activations agree: absent at step {split['prev_step']}")
     assert len(at.dataframe[1].value) == 23  # top 20 + 3 activation quantiles
+    assert len(at.get("vega_lite_chart")) == 3  # frequency, mean activation, cosine: one each
+    assert at.sidebar.selectbox[-1].value == child
+
+
+def test_feature_page_opens_on_the_longest_confident_story(db, monkeypatch):
+    reader = open_db(db)
+    fmap = reader.feature_map("planted", "mlp")
+    length = dict(fmap["lineage"].value_counts().iter_rows())
+    touched = set()
+    for e in reader.events("planted", "mlp", min_confidence=0.5).iter_rows(named=True):
+        for at_step, feats in ((e["prev_step"], e["sources"]), (e["step"], e["targets"])):
+            for f in feats:
+                row = fmap.filter((pl.col("step") == at_step) & (pl.col("feature") == f))
+                touched |= set(row["lineage"].to_list())
+    best = min(touched, key=lambda lin: (-length[lin], lin))
+    at = app(db, monkeypatch, "views/feature.py")
+    picker = at.sidebar.selectbox[-1]
+    assert picker.value == best and picker.options[0].startswith(f"{best}: {length[best]} ")
+    assert at.subheader[0].value.startswith(f"Lineage {best}: ")
+    picker.set_value(sorted(length)[0]).run()  # choosing another writes it to the URL
+    assert at.query_params["lineage"] in (str(sorted(length)[0]), [str(sorted(length)[0])])
 
 
 def test_compare_page_orders_cosines_and_shows_chance(db, monkeypatch):
@@ -277,7 +298,8 @@ def test_every_page_works_on_a_real_training_run(tmp_path, monkeypatch):
     for page in ("views/lineage.py", "views/feature.py", "views/compare.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
-        assert len(at.get("vega_lite_chart")) == 1, page
+        charts = 3 if page == "views/feature.py" else 1  # the Feature page: one per unit
+        assert len(at.get("vega_lite_chart")) == charts, page
     at.sidebar.selectbox[2].set_value("body.2").run()
     assert not at.exception and at.query_params["layer"] in ("body.2", ["body.2"])
 

@@ -4,7 +4,7 @@ import altair as alt
 import polars as pl
 import renderers
 import streamlit as st
-from common import MAX_ID, int_param, read, select_run
+from common import int_param, read, select_run
 
 from tracker.reader import with_evidence
 
@@ -13,19 +13,43 @@ selection = select_run()
 if selection:
     db, run, layer = selection
     fmap = read(db, "feature_map", run, layer)
-    lineages = fmap["lineage"].unique().sort().to_list()
-    if not lineages:
+    if fmap.is_empty():
         st.info(f"Run {run!r}, layer {layer!r} has no live feature yet.")
         st.stop()
+    # Lineages with the longest confident story first: those a confident event touches,
+    # longest first, then the rest, longest first.
+    confident = read(db, "events", run, layer, None, 0.5)
+    touched = pl.concat(
+        [
+            confident.select(pl.col(at).alias("step"), pl.col(col).alias("feature"))
+            for at, col in (("prev_step", "sources"), ("step", "targets"))
+        ]
+    ).explode("feature")
+    touched = touched.join(fmap, on=["step", "feature"])["lineage"].value_counts(name="events")
+    ranked = (
+        fmap.group_by("lineage")
+        .agg(pl.len().alias("checkpoints"), pl.col("step").min().alias("first"))
+        .join(touched, on="lineage", how="left")
+        .with_columns(pl.col("events").fill_null(0))
+        .sort(pl.col("events") > 0, "checkpoints", "lineage", descending=[True, True, False])
+    )
+    lineages = ranked["lineage"].to_list()
+    about = {
+        r["lineage"]: f"{r['lineage']}: {r['checkpoints']} checkpoints from step {r['first']}, "
+        f"{r['events']} confident events"
+        for r in ranked.iter_rows(named=True)
+    }
     wanted = int_param("lineage")
-    lineage = wanted if wanted is not None else lineages[0]
-    lineage = st.sidebar.number_input("Lineage", value=lineage, min_value=0, max_value=MAX_ID)
+    if wanted is not None and wanted not in about:
+        st.warning(f"Lineage {wanted} does not exist in run {run!r}, layer {layer!r}.")
+    index = lineages.index(wanted) if wanted in about else 0
+    lineage = st.sidebar.selectbox(
+        "Lineage (type to search)", lineages, index=index, format_func=about.__getitem__
+    )
     if st.query_params.get("lineage") != str(lineage):
         st.query_params["lineage"] = str(lineage)
     story = read(db, "lineage", run, layer, lineage)
-    if story.is_empty():
-        st.warning(f"Lineage {lineage} does not exist in run {run!r}, layer {layer!r}.")
-    else:
+    if not story.is_empty():
         edges = read(db, "lineage_edges", run, layer, lineage)
         events = read(db, "lineage_events", run, layer, lineage)
         parents = read(db, "lineage_parents", run, layer, lineage)
@@ -38,25 +62,27 @@ if selection:
                 + ", ".join(str(p) for p in parents["parent"].to_list())
             )
 
-        over_steps = (
-            story.select("step", "frequency", "mean_activation")
-            .join(
-                edges.select("step", pl.col("cosine").alias("cosine_to_past")),
-                on="step",
-                how="left",
+        over_steps = story.select("step", "feature", "frequency", "mean_activation").join(
+            edges.select("step", pl.col("cosine").alias("cosine_to_past")), on="step", how="left"
+        )
+        # One chart per unit: a share, the layer's units, a cosine.
+        measures = [
+            ("frequency", "share of probe inputs it fires on", [0, 1]),
+            ("mean_activation", "mean activation where it fires", None),
+            ("cosine_to_past", "decoder cosine to the step before", [-1, 1]),
+        ]
+        for place, (name, title, domain) in zip(st.columns(3), measures, strict=True):
+            scale = alt.Scale(domain=domain) if domain else alt.Scale(zero=True)
+            chart = (
+                alt.Chart(over_steps.to_pandas(), title=title)
+                .mark_line(point=True)
+                .encode(
+                    x="step:Q",
+                    y=alt.Y(f"{name}:Q", title=None, scale=scale),
+                    tooltip=["step", "feature", alt.Tooltip(f"{name}:Q", format=".3f")],
+                )
             )
-            .unpivot(index="step")
-        )
-        chart = (
-            alt.Chart(over_steps.to_pandas())
-            .mark_line(point=True)
-            .encode(x="step:Q", y=alt.Y("value:Q", title=None), color="variable:N")
-        )
-        st.altair_chart(chart.properties(height=240), width="stretch")
-        st.caption(
-            "cosine_to_past: decoder cosine to this lineage's feature at the previous "
-            "checkpoint; frequency: share of probe inputs it fires on."
-        )
+            place.altair_chart(chart.properties(height=200), width="stretch")
 
         st.subheader("Events")
         if events.is_empty():
