@@ -67,7 +67,7 @@ if selection:
         order = {lin: i for i, lin in enumerate(chosen)}
         row = pl.col("lineage").replace_strict(order, default=None).alias("row")
         y_axis = alt.Axis(
-            values=list(range(len(chosen))) if len(chosen) <= 60 else None,
+            values=list(range(len(chosen))) if len(chosen) <= 60 else alt.Undefined,
             labelExpr=f"{chosen}[datum.value]",
             grid=False,
         )
