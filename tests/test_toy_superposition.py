@@ -97,8 +97,8 @@ def test_the_feature_page_draws_wtw_and_the_alignment_with_the_truth(tiny, monke
     at.switch_page("views/feature.py").run()
     assert not at.exception, [e.value for e in at.exception]
     charts = at.get("vega_lite_chart")
-    assert len(charts) == 3  # the lineage over steps, WᵀW, the alignment bars
+    assert len(charts) == 5  # the lineage over steps (3, one per unit), WᵀW, alignment bars
     assert any("Closest true feature: **x" in m.value for m in at.markdown)
-    heat, bars = (json.loads(c.proto.spec) for c in charts[1:])
+    heat, bars = (json.loads(c.proto.spec) for c in charts[3:])
     assert heat["mark"]["type"] == "rect" and heat["title"] == "WᵀW at step 3000"
     assert bars["title"].startswith("Feature ")
