@@ -151,31 +151,11 @@ if selection:
             )
     table = events.join(lineage_of_event, on="event", how="left")
     query = urlencode({"db": db, "run": run, "layer": layer})
-    table = table.with_columns(
-        pl.when(pl.col("lineage").is_null())
-        .then(None)
-        .otherwise(pl.concat_str(pl.lit(f"/feature?{query}&lineage="), pl.col("lineage")))
-        .alias("story")
-    )
+    story = pl.concat_str(pl.lit(f"/feature?{query}&lineage="), "lineage")  # null: no lineage
+    lead = ["step", "kind", "lineage", "story", "evidence", "confidence"]
     st.dataframe(
-        table.select(
-            "step",
-            "kind",
-            "lineage",
-            "story",
-            "evidence",
-            "confidence",
-            pl.exclude(
-                "event",
-                "run",
-                "layer",
-                "step",
-                "kind",
-                "lineage",
-                "story",
-                "evidence",
-                "confidence",
-            ),
+        table.with_columns(story.alias("story")).select(
+            *lead, pl.exclude("event", "run", "layer", *lead)
         ),
         hide_index=True,
         column_config={
