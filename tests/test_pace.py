@@ -15,7 +15,7 @@ from tracker.snapshots import RunDir
 
 
 class Clock:
-    """perf_counter and sleep of a clock the test moves."""
+    """perf_counter of a clock the test moves, and a pause that moves it."""
 
     def __init__(self) -> None:
         self.now, self.slept = 0.0, []
@@ -23,7 +23,7 @@ class Clock:
     def perf_counter(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:  # stands in for Pacer._wait
         self.slept.append(seconds)
         self.now += seconds
 
@@ -32,6 +32,7 @@ class Clock:
 def test_the_pacer_sleeps_what_its_share_leaves(monkeypatch, share, sleep):
     clock = Clock()
     monkeypatch.setattr(tracker.pace, "time", clock)
+    monkeypatch.setattr(Pacer, "_wait", clock.wait)
     pacer = Pacer(share)
     clock.now = 2.0  # two seconds of work since the pacer started
     pacer.pause()
@@ -60,6 +61,30 @@ def test_pause_obeys_only_the_thread_that_installed_a_pacer():
     thread.start()
     thread.join(timeout=60)
     assert seen == ["stopped", "after"]
+
+
+@pytest.mark.parametrize("how", ["release", "stop"])
+def test_a_long_pause_ends_when_the_pacer_is_released_or_stopped(how):
+    pacer, seen = Pacer(1e-6), []  # a millionth of the time: its pause would last for days
+    entered = threading.Event()
+
+    def worker():
+        with tracker.pace.paced(pacer):
+            pacer._since -= 1.0  # one second of work to pay for
+            entered.set()
+            try:
+                pause()
+                seen.append("went on")
+            except Stopped:
+                seen.append("stopped")
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    assert entered.wait(timeout=60)
+    getattr(pacer, how)()
+    thread.join(timeout=60)
+    assert seen == ["went on" if how == "release" else "stopped"]
+    assert pacer.share == (1.0 if how == "release" else 1e-6)
 
 
 def test_share_is_checked_at_construction(tmp_path):

@@ -122,7 +122,7 @@ class SnapshotFitter:
         started are left on disk for `tracker fit`, and the fit under way stops at its next
         SAE step, unwritten (matching and writing, which have no such point, are given a few
         seconds before the worker, a daemon thread, is left to end with the process)."""
-        self.pacer.share = 1.0  # training is over: the cores are fitting's
+        self.pacer.release()  # training is over: the cores are fitting's
         if self._queue is not None and self._worker is not None:
             if wait:
                 for step in [*self._waiting, _STOP]:

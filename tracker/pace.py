@@ -26,10 +26,18 @@ class Pacer:
         self.share = share
         self.stopped = False
         self._since = time.perf_counter()
+        self._wake = threading.Event()
+        """Set to cut a pause short: the thread is released or stopped."""
+
+    def release(self) -> None:
+        """Full speed from now on, a pause under way included (from any thread)."""
+        self.share = 1.0
+        self._wake.set()
 
     def stop(self) -> None:
-        """Make the next pause raise `Stopped` (from any thread)."""
+        """Make the pause under way, or the next one, raise `Stopped` (from any thread)."""
         self.stopped = True
+        self._wake.set()
 
     def pause(self) -> None:
         """Sleep for what the work since the last pause allows, then restart the clock."""
@@ -37,9 +45,13 @@ class Pacer:
             raise Stopped
         share = self.share
         if share < 1.0:
-            busy = time.perf_counter() - self._since
-            time.sleep(busy * (1.0 - share) / share)
+            self._wait((time.perf_counter() - self._since) * (1.0 - share) / share)
+            if self.stopped:
+                raise Stopped
         self._since = time.perf_counter()
+
+    def _wait(self, seconds: float) -> None:
+        self._wake.wait(seconds)
 
 
 @contextmanager
