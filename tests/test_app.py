@@ -66,6 +66,8 @@ def test_runs_page_shows_curves_quality_and_event_counts(db, monkeypatch):
     assert [s.value for s in at.sidebar.selectbox] == [str(db), "planted", "mlp"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Checkpoints"] == "3"
+    shares = open_db(db).checkpoints("planted", "mlp")["stable_share"].drop_nulls()
+    assert metrics["Latest stable share"] == f"{shares[-1]:.2f}"
     confident = len(open_db(db).events("planted", "mlp", min_confidence=0.5))
     assert metrics["Confident events"] == str(confident) and confident >= 8
     assert len(at.get("vega_lite_chart")) == 3

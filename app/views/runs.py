@@ -25,8 +25,10 @@ if selection:
     cols = st.columns(4)
     cols[0].metric("Checkpoints", len(checkpoints))
     cols[1].metric("Latest FVU", f"{saes['fvu'][-1]:.3f}")
+    # The latest, as for FVU: a mean would count the first checkpoints' SAEs on a random
+    # network, which no second seed reproduces, and read low for a run that ends stable.
     share = checkpoints["stable_share"].drop_nulls()
-    cols[2].metric("Mean stable share", f"{share.mean():.2f}" if len(share) else "n/a")
+    cols[2].metric("Latest stable share", f"{share[-1]:.2f}" if len(share) else "n/a")
     cols[3].metric("Confident events", int(counts["n"].sum()) if len(counts) else 0)
 
     marks = alt.Chart(checkpoints.select("step").to_pandas()).mark_rule(opacity=0.25).encode(x=x)
