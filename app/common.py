@@ -129,3 +129,20 @@ def live_banner(db: str, run: str, layer: str) -> None:
 
 def steps(db: str, run: str, layer: str) -> list[int]:
     return read(db, "checkpoints", run, layer)["step"].to_list()
+
+
+def event_lineages(events: pl.DataFrame, fmap: pl.DataFrame, keep: list[str]) -> pl.DataFrame:
+    """Each event's `keep` columns once for each lineage it concerns, with that `lineage`:
+    its sources' (found where they were last seen, `prev_step`) and its targets' (at
+    `step`). `fmap`: the reader's feature map (step, feature, lineage)."""
+    ends = pl.concat(
+        [
+            events.select(*keep, pl.col(at).alias("seen"), pl.col(col).alias("f")).explode("f")
+            for at, col in (("prev_step", "sources"), ("step", "targets"))
+        ]
+    ).drop_nulls("f")
+    return ends.join(
+        fmap.select("step", "feature", "lineage"),
+        left_on=["seen", "f"],
+        right_on=["step", "feature"],
+    ).drop("seen", "f")

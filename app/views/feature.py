@@ -4,7 +4,7 @@ import altair as alt
 import polars as pl
 import renderers
 import streamlit as st
-from common import int_param, read, select_run
+from common import event_lineages, int_param, read, select_run
 
 from tracker.reader import with_evidence
 
@@ -19,13 +19,7 @@ if selection:
     # Lineages with the longest confident story first: those a confident event touches,
     # longest first, then the rest, longest first.
     confident = read(db, "events", run, layer, None, 0.5)
-    touched = pl.concat(
-        [
-            confident.select(pl.col(at).alias("step"), pl.col(col).alias("feature"))
-            for at, col in (("prev_step", "sources"), ("step", "targets"))
-        ]
-    ).explode("feature")
-    touched = touched.join(fmap, on=["step", "feature"])["lineage"].value_counts(name="events")
+    touched = event_lineages(confident, fmap, [])["lineage"].value_counts(name="events")
     ranked = (
         fmap.group_by("lineage")
         .agg(pl.len().alias("checkpoints"), pl.col("step").min().alias("first"))

@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import EVENT_STYLE, int_param, read, select_run, steps
+from common import EVENT_STYLE, event_lineages, int_param, read, select_run, steps
 
 from tracker.reader import with_evidence
 
@@ -30,20 +30,9 @@ if selection:
     fmap = read(db, "feature_map", run, layer)
 
     # Every event is drawn at its own step (as the table says) on the row of each lineage it
-    # concerns: its sources' (found where they were last seen, prev_step) and its targets'.
+    # concerns.
     keep = ["event", "step", "kind", "confidence", "evidence"]
-    sides = [("prev_step", "sources"), ("step", "targets")]
-    ends = pl.concat(
-        [
-            events.select(*keep, pl.col(at).alias("seen"), pl.col(col).alias("f")).explode("f")
-            for at, col in sides
-        ]
-    ).drop_nulls("f")
-    marks = ends.join(
-        fmap.select("step", "feature", "lineage"),
-        left_on=["seen", "f"],
-        right_on=["step", "feature"],
-    )
+    marks = event_lineages(events, fmap, keep)
     lineage_of_event = marks.group_by("event").agg(pl.col("lineage").min())
     shown = fmap.filter(pl.col("step").is_between(*span))
     stats = (
