@@ -35,8 +35,9 @@ def validate(db: Path, cfg: ToyConfig) -> dict[str, Any]:
     represented at checkpoint c) is found when the lineage carrying i at c or c + 1 started
     by a confident event (birth, split or merge) at a checkpoint within one of c. A reported
     confident birth is right when the true feature its lineage comes to stand for (first
-    alignment, at most one checkpoint later) is born within one checkpoint of it. Deaths
-    mirror births.
+    alignment, at most one checkpoint later) is born within one checkpoint of the birth it
+    claims: the checkpoint after its prev_step, which for a birth dated back across a gap
+    is earlier than its step. Deaths mirror births.
     """
     reader = open_db(db)
     run = cfg.run
@@ -97,13 +98,16 @@ def validate(db: Path, cfg: ToyConfig) -> dict[str, Any]:
         reported = events.filter(pl.col("kind") == kind)
         right = 0
         for r in reported.iter_rows(named=True):
-            c = index[r["step"]]
+            # A birth the activations date back (gap > 0) claims the checkpoint after its
+            # prev_step, the first whose activations show the feature; its step is only
+            # where an SAE found it.
+            c = index[r["prev_step"]] + 1 if kind == "birth" else index[r["step"]]
             feats = r["targets"] if kind == "birth" else r["sources"]
             at_step = r["step"] if kind == "birth" else r["prev_step"]  # a gap's is further back
             lin = feature_lineage.get((at_step, feats[0])) if feats else None
             if lin in stands_for:
                 i, first = stands_for[lin]
-                ok_time = first <= c + 1 if kind == "birth" else True
+                ok_time = first <= index[r["step"]] + 1 if kind == "birth" else True
                 right += ok_time and any(t == i and abs(tc - c) <= 1 for t, tc in true)
         recall = sum(r["found"] for r in rows) / len(rows) if rows else float("nan")
         precision = right / len(reported) if len(reported) else float("nan")
