@@ -85,6 +85,23 @@ def choose(label: str, options: list[str], key: str) -> str | None:
     return choice
 
 
+def step_param(label: str, options: list[int], key: str, default: int) -> int:
+    """A checkpoint picker whose choice lives in the URL (`?a=500`); a step the run does not
+    have falls back to `options[default]` with a one-line notice."""
+    raw = param(key)
+    index = default
+    if raw is not None:
+        try:
+            index = options.index(int(raw))
+        except ValueError:
+            st.warning(f"?{key}={raw[:40]!r} is not a checkpoint of this run: showing step "
+                       f"{options[default]}.")  # fmt: skip
+    choice = int(st.selectbox(label, options, index=index, key=f"select_{key}"))
+    if st.query_params.get(key) != str(choice):
+        st.query_params[key] = str(choice)
+    return choice
+
+
 def select_run() -> tuple[str, str, str] | None:
     """Sidebar choice of database, run and layer; None (with a message) when there is none."""
     dbs = databases()

@@ -11,12 +11,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 from tiny import one_of_each
 
 from tracker import SAEConfig
 from tracker.pipeline import analyze
 from tracker.reader import VIEWER_DBS_ENV, open_db
+from tracker.snapshots import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments" / "bench"))
 from viewer_server import CHROMIUM, launch, serve
@@ -169,26 +171,62 @@ def test_feature_page_opens_on_the_longest_confident_story(db, monkeypatch):
     assert at.query_params["lineage"] in (str(sorted(length)[0]), [str(sorted(length)[0])])
 
 
-def test_compare_page_orders_cosines_and_shows_chance(db, monkeypatch):
+def test_compare_page_draws_a_heatmap_and_keeps_its_checkpoints_in_the_url(db, monkeypatch):
     at = app(db, monkeypatch, "views/compare.py")
     assert at.title[0].value == "Compare"
     assert [s.value for s in at.main.selectbox] == [10, 20]
-    assert "beat the 99th percentile" in at.caption[0].value
-    assert len(at.get("image")) == 1 and len(at.get("vega_lite_chart")) == 1
+    assert at.query_params["a"] in ("10", ["10"]) and at.query_params["b"] in ("20", ["20"])
+    assert "Decoder cosine of A = step 10" in at.caption[0].value
+    assert "beat the 99th percentile" in at.caption[1].value
+    assert not at.get("imgs") and len(at.get("vega_lite_chart")) == 2
+    heat = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert heat["mark"]["type"] == "rect"
+    assert heat["encoding"]["color"]["scale"] == {"scheme": "redblue", "domain": [-1, 1]}
+    assert heat["encoding"]["y"]["title"] == "A feature"
+
+    at = app(db, monkeypatch, "views/compare.py", a="0", b="20")
+    assert [s.value for s in at.main.selectbox] == [0, 20]
+    at = app(db, monkeypatch, "views/compare.py", a="7")
+    assert [s.value for s in at.main.selectbox] == [10, 20]
+    assert "?a='7' is not a checkpoint of this run" in at.warning[0].value
 
 
 def test_the_reader_orders_a_comparison_by_the_assignment(db):
     reader = open_db(db)
     found = reader.compare("planted", "mlp", 10, 20)
+    assert found.signal == "decoder", "no activations beside this file: the decoders"
     live = {s: len(reader.features("planted", "mlp", s)) for s in (10, 20)}
-    assert found.cos.shape == (live[10], live[20])
+    assert found.sim.shape == (live[10], live[20])
     assert sorted(found.a_features) == sorted(reader.features("planted", "mlp", 10)["feature"])
-    n = min(found.cos.shape)
-    diagonal = np.diag(found.cos[:n, :n])
+    n = min(found.sim.shape)
+    diagonal = np.diag(found.sim[:n, :n])
     assert (np.diff(diagonal) <= 1e-12).all(), "best matches first, on the diagonal"
-    assert diagonal.sum() >= np.trace(found.cos[:n, np.random.default_rng(0).permutation(n)])
-    assert np.allclose(np.sort(found.best), np.sort(found.cos.max(axis=1)))
+    assert diagonal.sum() >= np.trace(found.sim[:n, np.random.default_rng(0).permutation(n)])
+    assert np.allclose(np.sort(found.best), np.sort(found.sim.max(axis=1)))
     assert 0 < found.chance.mean < found.chance.quantile < 1
+
+
+def test_a_comparison_in_few_dimensions_uses_activation_correlation(tmp_path):
+    # In d = 5 every decoder cosine is near chance, so matching correlated the features'
+    # activations over the probe set; Compare shows that signal while the snapshots exist.
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.rand(2048, 8, generator=gen) * (torch.rand(2048, 8, generator=gen) < 0.1)
+    W = torch.randn(8, 5, generator=gen)
+    run = RunDir(tmp_path / "low")
+    for step in (0, 10):
+        run.write_activations("h", step, codes @ W, "float32")
+    sae = SAEConfig(d_sae=8, k=1, steps=300, batch_size=512)
+    analyze(run.activations, run.path / "lineage.duckdb", "low", sae=sae)
+    reader = open_db(run.path / "lineage.duckdb")
+    found = reader.compare("low", "h", 0, 10)
+    assert found.signal == "activation"
+    assert (np.abs(found.sim) <= 1 + 1e-6).all(), "correlations"
+    n = min(found.sim.shape)
+    assert n >= 4 and (np.diag(found.sim[:n, :n])[:4] > 0.99).all(), "same inputs, same features"
+    assert found.chance.quantile < 0.5, "chance of correlations over 2048 inputs, not of d = 5"
+    for path in run.activations.rglob("*.safetensors"):
+        path.unlink()
+    assert reader.compare("low", "h", 0, 10).signal == "decoder", "snapshots gone: decoders"
 
 
 @pytest.mark.parametrize("page", ["views/feature.py", "views/lineage.py"])
@@ -300,7 +338,8 @@ def test_every_page_works_on_a_real_training_run(tmp_path, monkeypatch):
     for page in ("views/lineage.py", "views/feature.py", "views/compare.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
-        charts = 3 if page == "views/feature.py" else 1  # the Feature page: one per unit
+        # the Feature page: one chart per unit; Compare: the heatmap and the histogram
+        charts = {"views/feature.py": 3, "views/compare.py": 2}.get(page, 1)
         assert len(at.get("vega_lite_chart")) == charts, page
     at.sidebar.selectbox[2].set_value("body.2").run()
     assert not at.exception and at.query_params["layer"] in ("body.2", ["body.2"])

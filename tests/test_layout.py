@@ -29,7 +29,7 @@ STAGES = {
         "chain",
         "lineage",
     ],
-    "store": ["panels", "db", "store", "reader", "export"],
+    "store": ["panels", "db", "store", "comparison", "reader", "export"],
     "drivers": [
         "resume",
         "pipeline",

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import polars as pl
 from safetensors.torch import load as load_bytes
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from tracker.calibration import Chance, chance_cosine
+from tracker import comparison
+from tracker.activations import load_activation_file
+from tracker.comparison import Comparison
+from tracker.config import MatchConfig
 from tracker.db import CORE_TABLES, check_extra_name, query
 from tracker.panels import Panel, decode
 from tracker.sae import SAE
+from tracker.snapshots import RunDir
 from tracker.store import Writer
 
 VIEWER_DBS_ENV = "TRACKER_DBS"
@@ -215,46 +216,22 @@ class Reader:
         """The [d_sae, d] unit-row decoder of that checkpoint's SAE."""
         return self.sae(run, layer, step).W_dec.detach()
 
-    def compare(
-        self, run: str, layer: str, a: int, b: int, max_features: int = 512
-    ) -> DecoderComparison:
-        """Decoder cosines between the live features of checkpoints a and b (the
-        `max_features` most frequent of each), rows and columns ordered by the one-to-one
-        assignment (best matches first, on the diagonal), with a random dictionary's chance."""
-
-        def live(step: int) -> tuple[list[int], np.ndarray]:
-            features = self.features(run, layer, step).sort("frequency", descending=True)
-            rows = features["feature"].head(max_features).to_list()
-            W = self.decoder(run, layer, step).numpy()[rows]
-            return rows, W / np.linalg.norm(W, axis=1, keepdims=True).clip(1e-12)
-
-        (fa, A), (fb, B) = live(a), live(b)
-        cos = A @ B.T
-        rows, cols = linear_sum_assignment(cos, maximize=True)
-        order = np.argsort(-cos[rows, cols], kind="stable")
-        rows, cols = rows[order], cols[order]
-        row_order = np.concatenate([rows, np.setdiff1d(np.arange(len(A)), rows)])
-        col_order = np.concatenate([cols, np.setdiff1d(np.arange(len(B)), cols)])
-        return DecoderComparison(
-            cos[row_order][:, col_order],
-            [fa[i] for i in row_order],
-            [fb[j] for j in col_order],
-            cos.max(axis=1) if cos.size else np.zeros(len(A)),
-            chance_cosine(A.shape[1], max(len(B), 1)),
+    def compare(self, run: str, layer: str, a: int, b: int, max_features: int = 512) -> Comparison:
+        """Checkpoints a and b side by side on the signal the run's matching used (the
+        `max_features` most frequent live features of each; see `tracker.comparison`). The
+        probe activations are read from the run directory beside this file when it still
+        holds them; without them the decoders are compared."""
+        match = self.run_config(run).get("match")
+        config = MatchConfig.from_dict(match if isinstance(match, dict) else {})
+        saes = (self.sae(run, layer, a), self.sae(run, layer, b))
+        features = (self.features(run, layer, a), self.features(run, layer, b))
+        return comparison.compare(
+            saes, features, (self._acts(layer, a), self._acts(layer, b)), config, max_features
         )
 
-
-class DecoderComparison(NamedTuple):
-    """Two checkpoints' decoders side by side (`Reader.compare`)."""
-
-    cos: np.ndarray
-    """[len(a_features), len(b_features)] cosines in assignment order."""
-    a_features: list[int]
-    b_features: list[int]
-    best: np.ndarray
-    """Each of a's features' best cosine to b (in a's frequency order)."""
-    chance: Chance
-    """Best-match cosine of a random dictionary of b's shape: mean and 99th percentile."""
+    def _acts(self, layer: str, step: int) -> Tensor | None:
+        path = RunDir(self.path.parent).activation_path(layer, step)
+        return load_activation_file(path) if path.is_file() else None
 
 
 def with_evidence(events: pl.DataFrame) -> pl.DataFrame:

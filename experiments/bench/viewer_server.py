@@ -64,8 +64,12 @@ def serve(db: Path, seconds: float = 60) -> Iterator[str]:
         wait_healthy(f"{base}/_stcore/health", proc, seconds)
         yield base
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM, as a process manager stops it
         proc.wait(timeout=20)
+        # `tracker app` execs Streamlit, so nothing of it may outlive the process stopped.
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise AssertionError(f"tracker app left a server on port {port}")
 
 
 def launch(playwright: Any) -> Any:
