@@ -2,6 +2,8 @@
 the app reads the store through `tracker.reader` only (README "Layout")."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,3 +106,14 @@ def test_no_module_is_long():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long, long
+
+
+def test_the_viewer_and_the_cli_start_without_lightning():
+    # Importing Lightning took most of the viewer's first page load; only the callback and
+    # `tracker capture` need it, and `FeatureTracker` still comes from the package.
+    code = (
+        "import sys, tracker.reader, tracker.cli; print('lightning' in sys.modules); "
+        "from tracker import FeatureTracker; print(FeatureTracker.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "tracker.callback"]

@@ -15,7 +15,6 @@ from tracker.config import MatchConfig, SAEConfig
 from tracker.export import export_parquet
 from tracker.fit import train_sae
 from tracker.pipeline import analyze, fit_run
-from tracker.posthoc import capture_checkpoints, load_probe
 from tracker.reader import VIEWER_DBS_ENV, open_db
 from tracker.snapshots import scan_activation_dir
 from tracker.suggest import REPRODUCIBLE, suggest
@@ -66,6 +65,8 @@ def probe_of(args: argparse.Namespace) -> Any:
     if (args.probe is None) == (args.text is None):
         raise ValueError("give the probe inputs: --probe FILE, or --text FILE with --seq-len")
     if args.probe is not None:
+        from tracker.posthoc import load_probe  # with Lightning: only `capture` pays for it
+
         return load_probe(args.probe)
     if args.seq_len is None or (args.tokenizer is None) == (args.chars is None):
         raise ValueError("--text needs --seq-len and one of --tokenizer DIR or --chars FILE")
@@ -74,6 +75,8 @@ def probe_of(args: argparse.Namespace) -> Any:
 
 
 def capture_command(args: argparse.Namespace) -> int:
+    from tracker.posthoc import capture_checkpoints
+
     select: str | int = int(args.select) if args.select.lstrip("-").isdigit() else args.select
     done = capture_checkpoints(
         args.checkpoints,

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from tracker.reader import open_db
+from tracker.results import EVENT_SCHEMA
 from tracker.store import Writer
 
 
@@ -68,6 +69,7 @@ def checkpoint_tables(step: int, n: int, rng: np.random.Generator) -> dict[str, 
                 "cosine": rng.random(n),
                 "act_corr": rng.random(n),
                 "kind": "continuation",
+                "gap": 0,
             }
         )
         k = 40
@@ -81,6 +83,15 @@ def checkpoint_tables(step: int, n: int, rng: np.random.Generator) -> dict[str, 
                 "score": rng.random(k),
             },
             schema_overrides={"sources": pl.List(pl.Int32), "targets": pl.List(pl.Int32)},
+        ).with_columns(
+            pl.col("confidence").alias("match_confidence"),
+            pl.lit("absent").alias("witness"),
+            pl.lit(0).alias("gap"),
+            pl.lit(2).alias("seeds"),
+        )
+        # every column the tracker writes (presence and confirmation left null)
+        tables["events"] = pl.concat(
+            [pl.DataFrame(schema=EVENT_SCHEMA), tables["events"]], how="diagonal_relaxed"
         )
     return tables
 
