@@ -13,6 +13,7 @@ page = st.navigation(
         st.Page("views/lineage.py", title="Lineage"),
         st.Page("views/feature.py", title="Feature"),
         st.Page("views/compare.py", title="Compare"),
+        st.Page("views/two_runs.py", title="Two runs"),
     ]
 )
 try:

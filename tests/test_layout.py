@@ -31,7 +31,7 @@ STAGES = {
         "chain",
         "lineage",
     ],
-    "store": ["panels", "db", "store", "comparison", "reader", "export"],
+    "store": ["panels", "db", "store", "evidence", "comparison", "across", "reader", "export"],
     "drivers": [
         "resume",
         "pipeline",

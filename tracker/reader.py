@@ -14,15 +14,18 @@ import polars as pl
 from safetensors.torch import load as load_bytes
 from torch import Tensor
 
-from tracker import comparison
+from tracker import across, comparison
 from tracker.activations import load_activation_file
 from tracker.comparison import Comparison
 from tracker.config import MatchConfig
 from tracker.db import CORE_TABLES, check_extra_name, query
+from tracker.evidence import with_evidence
 from tracker.panels import Panel, decode
 from tracker.sae import SAE
 from tracker.snapshots import RunDir
 from tracker.store import Writer
+
+__all__ = ["VIEWER_DBS_ENV", "Comparison", "Reader", "open_db", "with_evidence"]
 
 VIEWER_DBS_ENV = "TRACKER_DBS"
 """The environment variable through which `tracker app` tells the viewer which files to open."""
@@ -221,70 +224,71 @@ class Reader:
         `max_features` most frequent live features of each; see `tracker.comparison`). The
         probe activations are read from the run directory beside this file when it still
         holds them; without them the decoders are compared."""
-        match = self.run_config(run).get("match")
-        config = MatchConfig.from_dict(match if isinstance(match, dict) else {})
+        config = MatchConfig.from_dict(self._match_dict(run))
         saes = (self.sae(run, layer, a), self.sae(run, layer, b))
         features = (self.features(run, layer, a), self.features(run, layer, b))
         return comparison.compare(
-            saes, features, (self._acts(layer, a), self._acts(layer, b)), config, max_features
+            saes,
+            features,
+            (self._acts(run, layer, a), self._acts(run, layer, b)),
+            config,
+            max_features,
         )
 
-    def _acts(self, layer: str, step: int) -> Tensor | None:
-        path = RunDir(self.path.parent).activation_path(layer, step)
-        return load_activation_file(path) if path.is_file() else None
-
-
-def with_evidence(events: pl.DataFrame) -> pl.DataFrame:
-    """`events` with an `evidence` column saying in words what witnessed each one: where
-    the activations were checked (before a birth or split, after a death or merge), the
-    feature's strength and pattern correlation there, the seeds (and where the lineage was
-    confirmed) and the gap."""
-    if events.is_empty() or "witness" not in events.columns:
-        return events.with_columns(pl.lit(None, pl.Utf8).alias("evidence"))
-    checked_at = (
-        pl.when(pl.col("kind").is_in(["birth", "split"]))
-        .then(pl.col("prev_step"))
-        .otherwise(pl.col("step"))
-    )
-    said = (
-        pl.when(pl.col("witness") == "absent")
-        .then(pl.lit("activations agree: absent at step "))
-        .otherwise(pl.lit("activations disagree: present at step "))
-    )
-    text = pl.concat_str(
-        said,
-        checked_at.cast(pl.Utf8),
-        pl.lit(" (strength "),
-        pl.col("presence").round(2).cast(pl.Utf8),
-        pl.lit(", corr "),
-        pl.col("presence_corr").round(2).cast(pl.Utf8),
-        pl.lit(")"),
-        pl.when(pl.col("seeds") == 2)
-        .then(pl.lit("; stable across seeds"))
-        .when(pl.col("seeds") == 1)
-        .then(pl.lit("; not stable across seeds"))
-        .otherwise(pl.lit("")),
-        pl.when(pl.col("confirmed").is_not_null())
-        .then(
-            pl.concat_str(
-                pl.lit(", its lineage stable at step "), pl.col("confirmed").cast(pl.Utf8)
+    def shared_lineages(
+        self, run: str, layer: str, other: str | Path, other_run: str, other_layer: str
+    ) -> pl.DataFrame:
+        """Which lineages this run and `other_run` (in the database file `other`) both grow,
+        and when: their features paired on activation correlation over the probe set at
+        every step both checkpointed (see `tracker.across`). Needs both runs' snapshots."""
+        theirs = Reader(other)
+        if not self.probe(run).equals(theirs.probe(other_run)):
+            raise ValueError(f"runs {run!r} and {other_run!r} describe different probe inputs")
+        steps = sorted(
+            set(self.checkpoints(run, layer)["step"])
+            & set(theirs.checkpoints(other_run, other_layer)["step"])
+        )
+        if not steps:
+            raise ValueError(f"runs {run!r} and {other_run!r} have no checkpoint step in common")
+        config = MatchConfig.from_dict(self._match_dict(run))
+        pairs = [
+            across.pairs_at(
+                step,
+                self._snapshot(run, layer, step),
+                theirs._snapshot(other_run, other_layer, step),
+                config,
             )
+            for step in steps
+        ]
+        return across.shared(
+            pl.concat(pairs),
+            self.feature_map(run, layer),
+            theirs.feature_map(other_run, other_layer),
         )
-        .otherwise(pl.lit("")),
-        pl.when(pl.col("gap") > 0)
-        .then(
-            pl.concat_str(
-                pl.lit("; across "), pl.col("gap").cast(pl.Utf8), pl.lit(" missed checkpoint(s)")
+
+    def _snapshot(self, run: str, layer: str, step: int) -> across.Snapshot:
+        acts = self._acts(run, layer, step)
+        if acts is None:
+            raise FileNotFoundError(
+                f"{self.path.parent / 'activations'}: no snapshot of run {run!r} layer "
+                f"{layer!r} step {step}; two runs are compared on their probe activations"
             )
-        )
-        .otherwise(pl.lit("")),
-    )
-    return events.with_columns(
-        pl.when(pl.col("witness").is_null())
-        .then(pl.lit("no activations to check"))
-        .otherwise(text)
-        .alias("evidence")
-    )
+        features = self.features(run, layer, step).select("feature", "lineage")
+        return across.Snapshot(self.sae(run, layer, step), features, acts)
+
+    def _match_dict(self, run: str) -> dict[str, object]:
+        match = self.run_config(run).get("match")
+        return match if isinstance(match, dict) else {}
+
+    def _acts(self, run: str, layer: str, step: int) -> Tensor | None:
+        """The run's probe activations at `step`, from the run directory this file sits
+        in (None when it holds none, or is another run's)."""
+        run_dir = RunDir(self.path.parent)
+        manifest = run_dir.read_manifest()
+        path = run_dir.activation_path(layer, step)
+        if (manifest is not None and manifest.get("run") != run) or not path.is_file():
+            return None
+        return load_activation_file(path)
 
 
 def open_db(path: str | Path, read_only: bool = True) -> Reader:
