@@ -79,6 +79,19 @@ def test_a_near_duplicate_child_is_not_a_split():
     assert events(match(sae_of([e(0), e(1), e(2)]), nxt, MatchConfig())) == [("birth", (), (3,))]
 
 
+def test_a_feature_that_continues_is_no_merge_parent_nor_split_child():
+    # Next row 1 = e0 + e1 is rebuilt exactly by prev rows 0 and 1, but prev 0 continues as
+    # next 0 at cosine 1: it is no parent of a merge (its lineage must not end there).
+    nxt = sae_of([e(0), e(0) + e(1), e(2)])
+    result = match(sae_of([e(0), e(1), e(2)]), nxt, MatchConfig())
+    cont = result.edges.filter(pl.col("kind") == "continuation").sort("source")
+    assert list(zip(cont["source"], cont["target"], strict=True)) == [(0, 0), (1, 1), (2, 2)]
+    assert events(result) == []
+    # The mirror: prev 1 = e0 + e1 splits into next 0 and 1 only if next 0 is not prev 0's.
+    result = match(nxt, sae_of([e(0), e(1), e(2)]), MatchConfig())
+    assert events(result) == [] and len(result.edges) == 3
+
+
 def test_only_drift_gives_no_event_at_all():
     g = torch.Generator().manual_seed(0)
     rows = [e(i) for i in range(20)]

@@ -199,7 +199,7 @@ class MatchConfig(ConfigDict):
     """Largest dictionary matched with scipy's dense Hungarian; larger ones use a sparse
     top-`candidates` graph (Hungarian takes ~30 s and 2 GB at 16k features)."""
 
-    split_min_r2: float = 0.85
+    split_min_r2: float = 0.65
     """A split parent (merge child) must be rebuilt by its children (parents) with at least
     this R² (1 − squared residual of its unit row on the matching signal, non-negative least
     squares). A rebuild across a checkpoint also carries the model's own change: a toy

@@ -31,9 +31,9 @@ def candidates(
     """Every split and merge candidate, the largest gain first. `prev_S`, `next_S`: unit
     rows compared by dot product; `cand_min`: the least similarity of a part."""
     found = []
-    for kind, own, other, idx, cos in (
-        ("split", prev_S, next_S, nb.of_prev, nb.of_prev_cos),
-        ("merge", next_S, prev_S, nb.of_next, nb.of_next_cos),
+    for kind, own, other, idx, cos, nearest in (
+        ("split", prev_S, next_S, nb.of_prev, nb.of_prev_cos, nb.of_next[:, 0]),
+        ("merge", next_S, prev_S, nb.of_next, nb.of_next_cos, nb.of_prev[:, 0]),
     ):
         # Only rows with two candidates and no single neighbour that already explains
         # too much can qualify; finding them first keeps NNLS off most rows.
@@ -41,7 +41,13 @@ def candidates(
             cos[:, 0].clamp_min(0) ** 2 <= 1 - cfg.split_min_gain
         )
         for row in can.nonzero().flatten().tolist():
-            fit = rebuild(own[row], other, idx[row], cos[row], cfg, cand_min)
+            # A part whose nearest feature across the checkpoint is another one continues
+            # there: it is no child of this split (parent of this merge).
+            mine = nearest[idx[row]] == row
+            if int(mine.sum()) < 2:
+                continue
+            best = float(cos[row, 0])  # the gain is over the best single part of all
+            fit = rebuild(own[row], other, idx[row][mine], cos[row][mine], cfg, cand_min, best)
             if fit is not None:
                 found.append(Candidate(kind, row, *fit))
     found.sort(key=lambda f: -f.gain)
@@ -49,11 +55,18 @@ def candidates(
 
 
 def rebuild(
-    target: Tensor, other: Tensor, idx: Tensor, cos: Tensor, cfg: MatchConfig, cand_min: float
+    target: Tensor,
+    other: Tensor,
+    idx: Tensor,
+    cos: Tensor,
+    cfg: MatchConfig,
+    cand_min: float,
+    best: float | None = None,
 ) -> tuple[list[int], float] | None:
     """(parts, R² gain) when `target` is rebuilt by >= 2 of its neighbours `idx` (cosines
-    `cos`, best first) clearly better than by its best one alone; None otherwise."""
-    r2_single = max(float(cos[0]), 0.0) ** 2
+    `cos`, best first) clearly better than by its best one alone (`best`, the best single
+    cosine, when `idx` leaves it out); None otherwise."""
+    r2_single = max(float(cos[0]) if best is None else best, 0.0) ** 2
     parts = idx[cos >= cand_min]
     for _ in range(2):  # fit, drop minor parts, refit
         w, residual = nnls(other[parts].double().numpy().T, target.double().numpy())
