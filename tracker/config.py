@@ -202,13 +202,11 @@ class MatchConfig(ConfigDict):
     split_min_r2: float = 0.65
     """A split parent (merge child) must be rebuilt by its children (parents) with at least
     this R² (1 − squared residual of its unit row on the matching signal, non-negative least
-    squares). A rebuild across a checkpoint also carries the model's own change: a toy
-    latent mixing two features that separate rebuilds at R² ≈ 0.71, so at 0.85 its children
-    are a false death and a false birth. 0.65 finds those splits (toy seeds 0–4: 0.6 false
-    deaths per run, not 1.0), but also admits merges the activations contradict, which take
-    a feature from a continuation at cosine 0.99 and end its lineage (the planted viewer
-    fixture), so the default stays until a split must agree with each part's nearest
-    neighbour."""
+    squares); each child (parent) must also have it as its nearest feature across the
+    checkpoint, or it continues elsewhere. A rebuild across a checkpoint carries the model's
+    own change too: a toy latent mixing two features that separate rebuilds at R² ≈ 0.71,
+    and at 0.85 its children were a false death and a false birth (toy seeds 0–4: 1.0 false
+    deaths per run at 0.85, 0.6 at 0.65)."""
 
     split_min_gain: float = 0.15
     """...and this much better R² than by its best single child (parent)."""
