@@ -44,8 +44,8 @@ def candidates(
             # A part whose nearest feature across the checkpoint is another one continues
             # there: it is no child of this split (parent of this merge).
             mine = nearest[idx[row]] == row
-            if int(mine.sum()) < 2:
-                continue
+            if int((mine & (cos[row] >= cand_min)).sum()) < 2:
+                continue  # fewer than two parts left: NNLS with none would abort
             best = float(cos[row, 0])  # the gain is over the best single part of all
             fit = rebuild(own[row], other, idx[row][mine], cos[row][mine], cfg, cand_min, best)
             if fit is not None:
