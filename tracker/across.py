@@ -16,11 +16,11 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-import torch
 from torch import Tensor
 
 from tracker.assign import assign_dense
-from tracker.calibration import activation_rows, chance_cosine
+from tracker.calibration import chance_cosine
+from tracker.comparison import activation_signal
 from tracker.config import MatchConfig
 from tracker.sae import SAE
 
@@ -44,7 +44,7 @@ def pairs_at(step: int, a: Snapshot, b: Snapshot, config: MatchConfig) -> pl.Dat
             f"step {step}: the runs' probe sets differ ({a.acts.shape[0]} and "
             f"{b.acts.shape[0]} rows); two runs are compared on the same probe inputs"
         )
-    rows = [_rows(s) for s in (a, b)]
+    rows = [activation_signal(s.sae, s.features["feature"].to_list(), s.acts) for s in (a, b)]
     corr = rows[0] @ rows[1].T
     width = max(corr.shape[0], corr.shape[1], 1)
     chance = chance_cosine(min(a.acts.shape[0], 4096), width, config.chance_quantile)
@@ -81,10 +81,3 @@ def shared(pairs: pl.DataFrame, map_a: pl.DataFrame, map_b: pl.DataFrame) -> pl.
         .join(first["b"], left_on="lineage_b", right_on="lineage")
         .sort(["steps", "shared_from", "lineage_a"], descending=[True, False, False])
     )
-
-
-def _rows(s: Snapshot) -> np.ndarray:
-    ids = torch.tensor(s.features["feature"].to_list(), dtype=torch.long)
-    with torch.no_grad():
-        z = s.sae.latents(s.acts, columns=ids)
-    return activation_rows(z.double().cpu()).numpy()

@@ -79,13 +79,19 @@ def compare(
     )
 
 
+def activation_signal(sae: SAE, ids: list[int], acts: Tensor) -> np.ndarray:
+    """[len(ids), n] float64 unit rows of the features' centred activations over the probe
+    set: their dot products are Pearson correlations (also across runs, `tracker.across`)."""
+    with torch.no_grad():
+        z = sae.latents(acts, columns=torch.tensor(ids, dtype=torch.long))
+    return activation_rows(z.double().cpu()).numpy()
+
+
 def _rows(sae: SAE, ids: list[int], acts: Tensor | None, signal: str) -> np.ndarray:
     """Unit rows whose dot products are the similarity: decoder directions, or centred
     activation columns over the probe set (Pearson correlation)."""
     if signal == "activation":
         assert acts is not None
-        with torch.no_grad():
-            z = sae.latents(acts, columns=torch.tensor(ids, dtype=torch.long))
-        return activation_rows(z.double().cpu()).numpy()
+        return activation_signal(sae, ids, acts)
     W = sae.W_dec.detach().float().cpu().numpy()[ids].astype(np.float64)
     return W / np.linalg.norm(W, axis=1, keepdims=True).clip(1e-12)
