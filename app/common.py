@@ -10,6 +10,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import polars as pl
 import streamlit as st
@@ -142,6 +143,13 @@ def live_banner(db: str, run: str, layer: str) -> None:
             f"Run is live: showing the newest whole checkpoint (step {step}); "
             "the page refreshes its data every few seconds."
         )
+
+
+def story_link(db: str, run: str, layer: str, column: str) -> pl.Expr:
+    """The Feature page's URL for the lineage in `column` of that run (null where the
+    column is null), for a LinkColumn."""
+    query = urlencode({"db": db, "run": run, "layer": layer})
+    return pl.concat_str(pl.lit(f"/feature?{query}&lineage="), pl.col(column))
 
 
 def steps(db: str, run: str, layer: str) -> list[int]:

@@ -22,8 +22,6 @@ from tracker.calibration import Chance, activation_rows, chance_cosine, resolve_
 from tracker.config import MatchConfig
 from tracker.sae import SAE
 
-SIGNAL_NAMES = {"decoder": "decoder cosine", "activation": "activation correlation"}
-
 
 class Comparison(NamedTuple):
     """Two checkpoints side by side (`Reader.compare`)."""
@@ -59,8 +57,7 @@ def compare(
     signal = resolve_signal(config, d, width, have_acts)
     if signal == "activation" and not have_acts:
         signal = "decoder"  # the run asked for activations, but its snapshots are gone
-    rows = [_rows(sae, f, a, signal) for sae, f, a in zip(saes, ids, acts, strict=True)]
-    A, B = rows
+    A, B = (_rows(sae, f, a, signal) for sae, f, a in zip(saes, ids, acts, strict=True))
     sim = A @ B.T
     chance_d = d if signal == "decoder" else min(A.shape[1], 4096)
     chance = chance_cosine(chance_d, max(len(B), 1), config.chance_quantile)

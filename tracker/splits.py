@@ -61,12 +61,12 @@ def rebuild(
     cos: Tensor,
     cfg: MatchConfig,
     cand_min: float,
-    best: float | None = None,
+    best: float,
 ) -> tuple[list[int], float] | None:
     """(parts, R² gain) when `target` is rebuilt by >= 2 of its neighbours `idx` (cosines
-    `cos`, best first) clearly better than by its best one alone (`best`, the best single
-    cosine, when `idx` leaves it out); None otherwise."""
-    r2_single = max(float(cos[0]) if best is None else best, 0.0) ** 2
+    `cos`, best first) clearly better than by its best one alone (`best`: the best single
+    cosine among all neighbours, those `idx` leaves out included); None otherwise."""
+    r2_single = max(best, 0.0) ** 2
     parts = idx[cos >= cand_min]
     for _ in range(2):  # fit, drop minor parts, refit
         w, residual = nnls(other[parts].double().numpy().T, target.double().numpy())

@@ -16,7 +16,7 @@ SCHEME = alt.Scale(scheme="redblue", domain=[-1, 1])
 NAMES = {"decoder": "decoder cosine", "activation": "activation correlation"}
 
 
-def heatmap(found: Comparison, start: int, signal: str) -> alt.Chart:
+def heatmap(found: Comparison, start: int) -> alt.Chart:
     """Rows and columns start..start + WINDOW of the assignment order as an Altair heatmap."""
     rows = found.a_features[start : start + WINDOW]
     cols = found.b_features[start : start + WINDOW]
@@ -35,8 +35,8 @@ def heatmap(found: Comparison, start: int, signal: str) -> alt.Chart:
         .encode(
             x=alt.X("B:N", sort=[f"b{c}" for c in cols], title="B feature"),
             y=alt.Y("A:N", sort=[f"a{r}" for r in rows], title="A feature"),
-            color=alt.Color("value:Q", scale=SCHEME, title=NAMES[signal]),
-            tooltip=["A", "B", alt.Tooltip("value:Q", title=NAMES[signal])],
+            color=alt.Color("value:Q", scale=SCHEME, title=NAMES[found.signal]),
+            tooltip=["A", "B", alt.Tooltip("value:Q", title=NAMES[found.signal])],
         )
         .properties(height=max(120, 22 * len(rows)))
     )
@@ -62,7 +62,7 @@ if selection:
         if max(n_a, n_b) > WINDOW:
             last = (max(n_a, n_b) - 1) // WINDOW * WINDOW
             start = st.slider("From assignment rank", 0, last, 0, step=WINDOW)
-        chart = heatmap(found, start, found.signal)
+        chart = heatmap(found, start)
         st.altair_chart(chart, width="stretch", height=chart.height + 80)
         why = (
             "activations over the probe set, as matching did: in this few dimensions every "

@@ -1,11 +1,9 @@
 """Lineage: lineages across steps with their events; choose one to open its story."""
 
-from urllib.parse import urlencode
-
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import EVENT_STYLE, event_lineages, int_param, read, select_run, steps
+from common import EVENT_STYLE, event_lineages, int_param, read, select_run, steps, story_link
 
 from tracker.reader import with_evidence
 
@@ -139,8 +137,7 @@ if selection:
                 query_params={"db": db, "run": run, "layer": layer, "lineage": str(lineage)},
             )
     table = events.join(lineage_of_event, on="event", how="left")
-    query = urlencode({"db": db, "run": run, "layer": layer})
-    story = pl.concat_str(pl.lit(f"/feature?{query}&lineage="), "lineage")  # null: no lineage
+    story = story_link(db, run, layer, "lineage")  # null: no lineage
     lead = ["step", "kind", "lineage", "story", "evidence", "confidence"]
     st.dataframe(
         table.with_columns(story.alias("story")).select(

@@ -1,19 +1,12 @@
 """Two runs: which lineages two runs of one model both grow, and when (universality across
 seeds or settings), paired on activation correlation over their shared probe set."""
 
-from urllib.parse import urlencode
-
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import databases, param, read, select_run
+from common import databases, param, read, select_run, story_link
 
 SHOWN = 40  # pairs drawn in the chart (the longest shared stories)
-
-
-def story(db: str, run: str, layer: str, column: str) -> pl.Expr:
-    query = urlencode({"db": db, "run": run, "layer": layer})
-    return pl.concat_str(pl.lit(f"/feature?{query}&lineage="), pl.col(column))
 
 
 st.title("Two runs")
@@ -112,8 +105,8 @@ if selection:
             )
             st.dataframe(
                 shared.with_columns(
-                    story(db, run, layer, "lineage_a").alias("story_a"),
-                    story(other_db, other_run, other_layer, "lineage_b").alias("story_b"),
+                    story_link(db, run, layer, "lineage_a").alias("story_a"),
+                    story_link(other_db, other_run, other_layer, "lineage_b").alias("story_b"),
                 ),
                 hide_index=True,
                 column_config={
