@@ -72,8 +72,53 @@ def test_runs_page_shows_curves_quality_and_event_counts(db, monkeypatch):
     assert metrics["Latest stable share"] == f"{shares[-1]:.2f}"
     confident = len(open_db(db).events("planted", "mlp", min_confidence=0.5))
     assert metrics["Confident events"] == str(confident) and confident >= 8
-    assert len(at.get("vega_lite_chart")) == 3
+    assert len(at.get("vega_lite_chart")) == 4
     assert at.query_params["run"] == ["planted"] or at.query_params["run"] == "planted"
+
+
+def test_events_against_noise_counts_events_and_unstable_features(db, monkeypatch):
+    reader = open_db(db)
+    noise = reader.events_against_noise("planted", "mlp", 0.5)
+    steps = reader.checkpoints("planted", "mlp")["step"].to_list()
+    assert noise["step"].to_list() == steps[1:] and noise["prev_step"].to_list() == steps[:-1]
+    events = reader.events("planted", "mlp")
+    for row in noise.iter_rows(named=True):
+        here = events.filter(pl.col("step") == row["step"])
+        assert row["events"] == len(here)
+        assert row["confident"] == len(here.filter(pl.col("confidence") >= 0.5))
+        unstable = [
+            len(reader.features("planted", "mlp", s).filter(~pl.col("stable")))
+            for s in (row["prev_step"], row["step"])
+        ]
+        assert row["unstable"] == sum(unstable)
+    assert noise["events"].sum() > noise["confident"].sum() > 0
+    # The Runs page draws the three series on the run's step axis.
+    at = app(db, monkeypatch)
+    spec = json.loads(at.get("vega_lite_chart")[3].proto.spec)
+    drawn = [
+        row
+        for d in at.get("vega_lite_chart")[3].proto.datasets
+        for row in pa.ipc.open_stream(d.data.data).read_all().to_pylist()
+        if "variable" in row
+    ]
+    assert {r["variable"] for r in drawn} == {
+        "all events",
+        "confident",
+        "unstable features",
+    }
+    assert "layer" in spec and len(drawn) == 3 * len(noise)
+
+
+def test_events_against_noise_is_empty_of_noise_with_one_seed(tmp_path):
+    run = one_of_each(512)
+    analyze(
+        run.acts,
+        tmp_path / "one.duckdb",
+        "one",
+        sae=SAEConfig(d_sae=40, k=4, steps=100, batch_size=256, seeds=1),
+    )
+    noise = open_db(tmp_path / "one.duckdb").events_against_noise("one", "default")
+    assert len(noise) == len(run.acts) - 1 and noise["unstable"].null_count() == len(noise)
 
 
 def test_lineage_page_draws_events_and_offers_their_lineages(db, monkeypatch):

@@ -109,6 +109,28 @@ class Reader:
             [run, layer, min_confidence],
         )
 
+    def events_against_noise(
+        self, run: str, layer: str, min_confidence: float = 0.5
+    ) -> pl.DataFrame:
+        """Per transition (step, prev_step): all events, confident ones, and `unstable`, the
+        live features on either side that no second seed found: what SAE noise alone could
+        show as births and deaths there. Null `unstable` where the run fitted one seed."""
+        return self.sql(
+            "WITH live AS (SELECT step, count(*) FILTER (WHERE NOT stable) AS u "
+            "FROM features WHERE run = ? AND layer = ? GROUP BY step), "
+            "ev AS (SELECT step, count(*) AS events, count(*) FILTER (WHERE confidence >= ?) "
+            "AS confident FROM events WHERE run = ? AND layer = ? GROUP BY step), "
+            "c AS (SELECT step, prev_step, stable_share FROM checkpoints "
+            "WHERE run = ? AND layer = ?) "
+            "SELECT c.step, c.prev_step, coalesce(ev.events, 0) AS events, "
+            "coalesce(ev.confident, 0) AS confident, CASE WHEN c.stable_share IS NOT NULL "
+            "AND p.stable_share IS NOT NULL THEN coalesce(a.u, 0) + coalesce(b.u, 0) "
+            "END AS unstable FROM c JOIN c p ON p.step = c.prev_step "
+            "LEFT JOIN ev ON ev.step = c.step LEFT JOIN live a ON a.step = c.step "
+            "LEFT JOIN live b ON b.step = c.prev_step ORDER BY c.step",
+            [run, layer, min_confidence, run, layer, run, layer],
+        )
+
     def lineage(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
         """One lineage's features across all checkpoints."""
         return self.sql(
