@@ -379,7 +379,7 @@ def test_every_page_works_on_a_real_training_run(tmp_path, monkeypatch):
     trainer(tmp_path, max_steps=200, callbacks=[tracker]).fit(TinyNet(hidden=16), loader(512))
     at = app(tmp_path / "real" / "lineage.duckdb", monkeypatch)
     assert {m.label: m.value for m in at.metric}["Checkpoints"] == "7"
-    assert len(at.get("vega_lite_chart")) == 3, "training curves, SAE quality, events"
+    assert len(at.get("vega_lite_chart")) == 4, "training curves, SAE quality, events, noise"
     for page in ("views/lineage.py", "views/feature.py", "views/compare.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])

@@ -131,10 +131,10 @@ def app_command(args: argparse.Namespace) -> int:
     print(f"viewer on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
     # exec, not a child process: whoever stops `tracker app` (Ctrl-C, SIGTERM from a test
     # harness or a process manager) stops the server itself, never leaving it orphaned.
+    # app/launch.py loads the pages' imports (torch among them) before the server listens.
     command = [
         sys.executable,
-        "-m",
-        "streamlit",
+        str(script.parent / "launch.py"),
         "run",
         str(script),
         "--server.address",
@@ -145,6 +145,10 @@ def app_command(args: argparse.Namespace) -> int:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # The viewer is read, not edited: no watcher over the files of every module it
+        # imported (torch's thousands).
+        "--server.fileWatcherType",
+        "none",
     ]
     os.execve(sys.executable, command, env)
 
