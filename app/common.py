@@ -171,3 +171,9 @@ def event_lineages(events: pl.DataFrame, fmap: pl.DataFrame, keep: list[str]) ->
         left_on=["seen", "f"],
         right_on=["step", "feature"],
     ).drop("seen", "f")
+
+
+def lineage_names(db: str, run: str, layer: str) -> dict[int, str]:
+    """{lineage: "12 · x3"} for the lineages whose run published a label (its latest)."""
+    labels = read(db, "lineage_labels", run, layer)
+    return {r["lineage"]: f"{r['lineage']} · {r['label']}" for r in labels.iter_rows(named=True)}

@@ -87,8 +87,9 @@ def draw(panels: list[Panel]) -> None:
     i = 0
     while i < len(panels):
         panel = panels[i]
-        if panel.kind == "note":
-            st.markdown(panel.text)
+        if panel.kind in ("note", "label"):  # a label is drawn beside the lineage's id
+            if panel.kind == "note":
+                st.markdown(panel.text)
             i += 1
             continue
         pair = [panel]

@@ -11,14 +11,17 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 from tiny import one_of_each
 
 from tracker import SAEConfig
+from tracker.panels import Panel
 from tracker.pipeline import analyze
 from tracker.reader import VIEWER_DBS_ENV, open_db
 from tracker.snapshots import RunDir
+from tracker.store import Writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments" / "bench"))
 from viewer_server import CHROMIUM, launch, serve
@@ -119,6 +122,46 @@ def test_events_against_noise_is_empty_of_noise_with_one_seed(tmp_path):
     )
     noise = open_db(tmp_path / "one.duckdb").events_against_noise("one", "default")
     assert len(noise) == len(run.acts) - 1 and noise["unstable"].null_count() == len(noise)
+
+
+def test_lineages_are_named_by_their_latest_label(db, monkeypatch, tmp_path):
+    path = tmp_path / "labelled.duckdb"
+    path.write_bytes(db.read_bytes())
+    reader = open_db(path)
+    at = app(path, monkeypatch, "views/lineage.py")
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    drawn = json.loads(spec["layer"][0]["encoding"]["y"]["axis"]["labelExpr"].split("[datum")[0])
+    lineage = int(drawn[0])  # a drawn lineage, first in its order; the run named none
+    story = reader.lineage("planted", "mlp", lineage).sort("step")
+    writer = Writer(path)
+    for (step, feature), text in zip(
+        story.select("step", "feature").rows(), ["old name", 'x"3'][-story.height :], strict=False
+    ):
+        writer.write_panels("planted", "mlp", step, {feature: [Panel("label", text=text)]})
+    labels = reader.lineage_labels("planted", "mlp")
+    assert labels.rows() == [(lineage, story["step"][-1], 'x"3')]
+    # The Lineage page's rows and picker, and the Feature page's picker, carry the label
+    # (once the viewer's 5 s cache of the first visit's reads has expired).
+    st.cache_data.clear()
+    at = app(path, monkeypatch, "views/lineage.py", lineage=str(lineage))
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    names = json.loads(spec["layer"][0]["encoding"]["y"]["axis"]["labelExpr"].split("[datum")[0])
+    assert names[0] == f'{lineage} · x"3' and names[1:] == drawn[1:]
+    assert at.main.selectbox[0].value == lineage
+    assert f'{lineage} · x"3' in at.main.selectbox[0].options
+    at = app(path, monkeypatch, "views/feature.py", lineage=str(lineage))
+    picker = at.sidebar.selectbox[-1]
+    assert picker.value == lineage
+    assert any(o.startswith(f'{lineage} · x"3: ') for o in picker.options)
+
+
+def test_a_label_is_one_short_line():
+    with pytest.raises(ValueError, match="one line of 1 to 40 characters"):
+        Panel("label", text="x" * 41)
+    with pytest.raises(ValueError, match="one line"):
+        Panel("label", text="two\nlines")
+    with pytest.raises(ValueError, match="one line"):
+        Panel("label")
 
 
 def test_lineage_page_draws_events_and_offers_their_lineages(db, monkeypatch):

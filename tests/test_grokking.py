@@ -164,9 +164,19 @@ def test_the_run_stores_curves_labels_maps_and_phases(grokked):
     counts = db.sql(
         "SELECT step, feature, count(*) AS n FROM panels WHERE run = ? GROUP BY ALL", [cfg.run]
     )
-    assert counts.height == features.height and set(counts["n"]) == {4}
+    assert counts.height == features.height and set(counts["n"]) == {5}
     row = labels.filter(pl.col("step") == cfg.steps).row(0, named=True)
-    note, grid, folded, bars = db.panels(cfg.run, "mlp", cfg.steps, row["feature"])
+    note, grid, folded, bars, short = db.panels(cfg.run, "mlp", cfg.steps, row["feature"])
+    assert short.kind == "label" and short.text == (
+        f"frequency {row['frequency']}{' (key)' if row['frequency'] in report['keys'] else ''}"
+        if row["frequency"]
+        else "no single frequency"
+    )
+    # Each lineage's latest label names it on the Lineage page and in the Feature picker.
+    named = db.lineage_labels(cfg.run, "mlp")
+    final = db.features(cfg.run, "mlp", cfg.steps).join(named, on="lineage")
+    assert final.height == db.features(cfg.run, "mlp", cfg.steps).height
+    assert (final["step"] == cfg.steps).all()
     assert (note.kind == "note" and f"**{row['frequency']}**" in note.text) or not row["frequency"]
     assert grid.values.shape == (cfg.p, cfg.p) and grid.values.min() >= 0
     assert folded.values.shape == (cfg.p // 2 + 1,) * 2

@@ -76,8 +76,16 @@ def test_tiny_replay_finds_the_births_of_represented_features(tiny):
     assert replay == "toy" and config["steps"] == 3000 and config["n"] == cfg.n
     # The Feature page's panels: each live feature's note and bars, each checkpoint's WᵀW.
     feature = int(align.filter(pl.col("step") == 3000)["feature"][0])
-    note, wtw, bars = db.panels("toy", "hidden", 3000, feature)
+    note, wtw, bars, short = db.panels("toy", "hidden", 3000, feature)
     assert note.kind == "note" and wtw.title == "WᵀW at step 3000"
+    best = align.filter((pl.col("step") == 3000) & (pl.col("feature") == feature)).sort(
+        "cosine", descending=True
+    )
+    true, cosine = best["true_feature"][0], best["cosine"][0]
+    assert short.kind == "label"
+    assert short.text == (
+        f"x{true}" if cosine >= cfg.min_align else f"nearest x{true} ({cosine:.2f})"
+    )
     final_wtw = [row for row in final.sort("feature")["wtw"]]
     np.testing.assert_allclose(wtw.values, final_wtw, atol=1e-6)
     mine = align.filter((pl.col("step") == 3000) & (pl.col("feature") == feature))

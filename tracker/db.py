@@ -62,6 +62,29 @@ CREATE TABLE IF NOT EXISTS panels (run VARCHAR, layer VARCHAR, step BIGINT, feat
 CREATE TABLE IF NOT EXISTS replays (run VARCHAR PRIMARY KEY, replay VARCHAR, config JSON);
 """
 
+# Reader queries too long to sit in a method (parameters in the order they appear).
+EVENTS_AGAINST_NOISE = (  # run, layer, min_confidence, run, layer, run, layer
+    "WITH live AS (SELECT step, count(*) FILTER (WHERE NOT stable) AS u "
+    "FROM features WHERE run = ? AND layer = ? GROUP BY step), "
+    "ev AS (SELECT step, count(*) AS events, count(*) FILTER (WHERE confidence >= ?) "
+    "AS confident FROM events WHERE run = ? AND layer = ? GROUP BY step), "
+    "c AS (SELECT step, prev_step, stable_share FROM checkpoints "
+    "WHERE run = ? AND layer = ?) "
+    "SELECT c.step, c.prev_step, coalesce(ev.events, 0) AS events, "
+    "coalesce(ev.confident, 0) AS confident, CASE WHEN c.stable_share IS NOT NULL "
+    "AND p.stable_share IS NOT NULL THEN coalesce(a.u, 0) + coalesce(b.u, 0) "
+    "END AS unstable FROM c JOIN c p ON p.step = c.prev_step "
+    "LEFT JOIN ev ON ev.step = c.step LEFT JOIN live a ON a.step = c.step "
+    "LEFT JOIN live b ON b.step = c.prev_step ORDER BY c.step"
+)
+LINEAGE_LABELS = (  # run, layer
+    "SELECT f.lineage, arg_max(p.step, p.step) AS step, "
+    "arg_max(json_extract_string(p.spec, '$.text'), p.step) AS label "
+    "FROM panels p JOIN features f ON f.run = p.run AND f.layer = p.layer "
+    "AND f.step = p.step AND f.feature = p.feature WHERE p.run = ? AND p.layer = ? "
+    "AND p.kind = 'label' GROUP BY f.lineage ORDER BY f.lineage"
+)
+
 # Tables holding rows of one (run, layer, step) checkpoint: replaced as a whole.
 CHECKPOINT_TABLES = (
     "checkpoints",

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-PanelKind = Literal["heatmap", "bars", "note"]
-KINDS = ("heatmap", "bars", "note")
+PanelKind = Literal["heatmap", "bars", "note", "label"]
+KINDS = ("heatmap", "bars", "note", "label")
 ENCODINGS = ("float32", "uint8")
 
 
@@ -37,7 +37,10 @@ class Panel:
 
     kind: PanelKind
     """"heatmap": `values` [rows, cols] as coloured cells; "bars": `values` [series,
-    categories], one bar per category and series; "note": `text` alone, as markdown."""
+    categories], one bar per category and series; "note": `text` alone, as markdown;
+    "label": `text` alone, a short name for the feature at this checkpoint ("x3",
+    "frequency 11"), which the viewer writes beside its lineage's id wherever lineages are
+    listed (the lineage's latest label), not among the panels."""
     title: str = ""
     values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     text: str = ""
@@ -71,7 +74,11 @@ class Panel:
                 f"panel encoding must be one of {list(ENCODINGS)}, got {self.encoding!r}"
             )
         values = np.asarray(self.values, dtype=np.float64)
-        if self.kind != "note" and (values.ndim != 2 or values.size == 0):
+        if self.kind == "label" and not (0 < len(self.text) <= 40 and "\n" not in self.text):
+            raise ValueError(
+                f"a label panel needs one line of 1 to 40 characters, got {self.text!r}"
+            )
+        if self.kind not in ("note", "label") and (values.ndim != 2 or values.size == 0):
             raise ValueError(
                 f"a {self.kind} panel ({self.title!r}) needs a non-empty 2-D array of values, "
                 f"got shape {list(values.shape)}"

@@ -18,7 +18,13 @@ from tracker import across, comparison
 from tracker.activations import load_activation_file
 from tracker.comparison import Comparison
 from tracker.config import MatchConfig
-from tracker.db import CORE_TABLES, check_extra_name, query
+from tracker.db import (
+    CORE_TABLES,
+    EVENTS_AGAINST_NOISE,
+    LINEAGE_LABELS,
+    check_extra_name,
+    query,
+)
 from tracker.evidence import with_evidence
 from tracker.panels import Panel, decode
 from tracker.sae import SAE
@@ -116,20 +122,14 @@ class Reader:
         live features on either side that no second seed found: what SAE noise alone could
         show as births and deaths there. Null `unstable` where the run fitted one seed."""
         return self.sql(
-            "WITH live AS (SELECT step, count(*) FILTER (WHERE NOT stable) AS u "
-            "FROM features WHERE run = ? AND layer = ? GROUP BY step), "
-            "ev AS (SELECT step, count(*) AS events, count(*) FILTER (WHERE confidence >= ?) "
-            "AS confident FROM events WHERE run = ? AND layer = ? GROUP BY step), "
-            "c AS (SELECT step, prev_step, stable_share FROM checkpoints "
-            "WHERE run = ? AND layer = ?) "
-            "SELECT c.step, c.prev_step, coalesce(ev.events, 0) AS events, "
-            "coalesce(ev.confident, 0) AS confident, CASE WHEN c.stable_share IS NOT NULL "
-            "AND p.stable_share IS NOT NULL THEN coalesce(a.u, 0) + coalesce(b.u, 0) "
-            "END AS unstable FROM c JOIN c p ON p.step = c.prev_step "
-            "LEFT JOIN ev ON ev.step = c.step LEFT JOIN live a ON a.step = c.step "
-            "LEFT JOIN live b ON b.step = c.prev_step ORDER BY c.step",
+            EVENTS_AGAINST_NOISE,
             [run, layer, min_confidence, run, layer, run, layer],
         )
+
+    def lineage_labels(self, run: str, layer: str) -> pl.DataFrame:
+        """lineage, step, label: each lineage's latest label (a "label" panel its run
+        published for one of its features); lineages without one are left out."""
+        return self.sql(LINEAGE_LABELS, [run, layer])
 
     def lineage(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
         """One lineage's features across all checkpoints."""

@@ -4,7 +4,7 @@ import altair as alt
 import polars as pl
 import renderers
 import streamlit as st
-from common import event_lineages, int_param, read, select_run
+from common import event_lineages, int_param, lineage_names, read, select_run
 
 from tracker.reader import with_evidence
 
@@ -28,9 +28,10 @@ if selection:
         .sort(pl.col("events") > 0, "checkpoints", "lineage", descending=[True, True, False])
     )
     lineages = ranked["lineage"].to_list()
+    names = lineage_names(db, run, layer)
     about = {
-        r["lineage"]: f"{r['lineage']}: {r['checkpoints']} checkpoints from step {r['first']}, "
-        f"{r['events']} confident events"
+        r["lineage"]: f"{names.get(r['lineage'], r['lineage'])}: {r['checkpoints']} "
+        f"checkpoints from step {r['first']}, {r['events']} confident events"
         for r in ranked.iter_rows(named=True)
     }
     wanted = int_param("lineage")

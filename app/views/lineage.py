@@ -1,9 +1,20 @@
 """Lineage: lineages across steps with their events; choose one to open its story."""
 
+import json
+
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import EVENT_STYLE, event_lineages, int_param, read, select_run, steps, story_link
+from common import (
+    EVENT_STYLE,
+    event_lineages,
+    int_param,
+    lineage_names,
+    read,
+    select_run,
+    steps,
+    story_link,
+)
 
 from tracker.reader import with_evidence
 
@@ -49,13 +60,15 @@ if selection:
     if not chosen:
         st.info("No event matches these filters.")
     else:
-        # One row per lineage in the chosen order, labelled with its id (every id while the
-        # rows are tall enough to read them).
+        # One row per lineage in the chosen order, labelled with its id and the label its run
+        # published, if any (every row while the rows are tall enough to read them).
+        names = lineage_names(db, run, layer)
+        shown_names = [names.get(lin, str(lin)) for lin in chosen]
         order = {lin: i for i, lin in enumerate(chosen)}
         row = pl.col("lineage").replace_strict(order, default=None).alias("row")
         y_axis = alt.Axis(
             values=list(range(len(chosen))) if len(chosen) <= 60 else alt.Undefined,
-            labelExpr=f"{chosen}[datum.value]",
+            labelExpr=f"{json.dumps(shown_names)}[datum.value]",
             grid=False,
         )
         scale = alt.Scale(domain=[-0.5, len(chosen) - 0.5], reverse=True, nice=False)
@@ -130,7 +143,9 @@ if selection:
 
         current = int_param("lineage")
         default = chosen.index(current) if current in chosen else 0
-        lineage = st.selectbox("Lineage", chosen, index=default)
+        lineage = st.selectbox(
+            "Lineage", chosen, index=default, format_func=lambda lin: names.get(lin, str(lin))
+        )
         if st.button("Open this lineage's story"):
             st.switch_page(
                 "views/feature.py",

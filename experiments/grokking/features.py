@@ -73,6 +73,12 @@ def feature_panels(
     )
     share = folded / folded.sum().clamp_min(1e-30)
     spectrum = label["spectrum"]
+    frequency = label["frequency"]
+    short = (
+        f"frequency {frequency}{' (key)' if frequency in keys else ''}"
+        if frequency
+        else "no single frequency"
+    )
     return [
         Panel("note", text=note),
         Panel(
@@ -108,4 +114,5 @@ def feature_panels(
             labels=tuple(str(k) for k in range(1, len(spectrum))),
             strong=tuple(k in keys for k in range(1, len(spectrum))),
         ),
+        Panel("label", text=short),  # not drawn: it names the lineage wherever it is listed
     ]

@@ -11,8 +11,11 @@ from tracker.panels import Panel
 from tracker.store import Writer
 
 
-def checkpoint_panels(truth: pl.DataFrame, align: pl.DataFrame) -> dict[int | None, list[Panel]]:
-    """One checkpoint's panels from its rows of the truth and alignment tables."""
+def checkpoint_panels(
+    truth: pl.DataFrame, align: pl.DataFrame, min_align: float
+) -> dict[int | None, list[Panel]]:
+    """One checkpoint's panels from its rows of the truth and alignment tables; a feature is
+    labelled with a true feature where their decoder cosine reaches `min_align`."""
     here = truth.sort("feature")
     n = here.height
     represented = tuple(here["represented"].to_list())
@@ -51,7 +54,9 @@ def checkpoint_panels(truth: pl.DataFrame, align: pl.DataFrame) -> dict[int | No
             text="Faded bars: true features the model does not represent at this step "
             "(‖W_i‖ < 0.5).",
         )
-        panels[int(feature)] = [Panel("note", text=note), bars]
+        name = f"x{best['true_feature']}"
+        short = name if best["cosine"] >= min_align else f"nearest {name} ({best['cosine']:.2f})"
+        panels[int(feature)] = [Panel("note", text=note), bars, Panel("label", text=short)]
     return panels
 
 
@@ -59,4 +64,4 @@ def publish(writer: Writer, cfg: ToyConfig, truth: pl.DataFrame, align: pl.DataF
     """Every checkpoint's panels."""
     for (step,), rows in truth.group_by("step"):
         mine = align if align.is_empty() else align.filter(pl.col("step") == step)
-        writer.write_panels(cfg.run, LAYER, int(step), checkpoint_panels(rows, mine))
+        writer.write_panels(cfg.run, LAYER, int(step), checkpoint_panels(rows, mine, cfg.min_align))
