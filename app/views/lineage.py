@@ -137,7 +137,7 @@ if selection:
                 ],
             )
         )
-        height = max(220, min(18 * len(chosen), 1400))
+        height = max(220, min(24 * len(chosen), 1400))  # a readable label on every row
         chart = (lines + joins + points).properties(height=height)
         st.altair_chart(chart, width="stretch", height=height + 110)  # + legend and axis
 
