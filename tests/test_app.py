@@ -149,6 +149,22 @@ def test_lineages_are_named_by_their_latest_label(db, monkeypatch, tmp_path):
     assert names[0] == f'{lineage} · x"3' and names[1:] == drawn[1:]
     assert at.main.selectbox[0].value == lineage
     assert f'{lineage} · x"3' in at.main.selectbox[0].options
+    # Filtered by label: only that lineage's row, and only events that concern it.
+    at.sidebar.text_input[0].input('X"3').run()
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert json.loads(
+        spec["layer"][0]["encoding"]["y"]["axis"]["labelExpr"].split("[datum")[0]
+    ) == [f'{lineage} · x"3']
+    table = at.dataframe[0].value
+    at_step = dict(story.select("step", "feature").rows())
+    concerning = [
+        e
+        for e in reader.events("planted", "mlp", min_confidence=0.5).iter_rows(named=True)
+        if at_step.get(e["prev_step"]) in e["sources"] or at_step.get(e["step"]) in e["targets"]
+    ]
+    assert len(table) == len(concerning) > 0
+    at.sidebar.text_input[0].input("no such label").run()
+    assert at.info[0].value == "No event matches these filters." and at.dataframe[0].value.empty
     at = app(path, monkeypatch, "views/feature.py", lineage=str(lineage))
     picker = at.sidebar.selectbox[-1]
     assert picker.value == lineage

@@ -31,6 +31,8 @@ if selection:
     min_conf = st.sidebar.slider("Least confidence", 0.0, 1.0, 0.5, 0.05)
     span = st.sidebar.select_slider("Steps", options=all_steps, value=(all_steps[0], all_steps[-1]))
     order_by = st.sidebar.radio("Order lineages by", ORDERS)
+    names = lineage_names(db, run, layer)
+    wanted = st.sidebar.text_input("Label contains", help="e.g. x3: lineages whose label has it")
     events = with_evidence(
         read(db, "events", run, layer, None, min_conf).filter(
             pl.col("kind").is_in(kinds) & pl.col("step").is_between(*span)
@@ -50,6 +52,10 @@ if selection:
         .join(marks.group_by("lineage").agg(pl.len().alias("events")), on="lineage")
     )
     sort = {"first seen": ["first"], "longest": ["checkpoints"], "most events": ["events"]}
+    if wanted.strip():
+        needle = wanted.strip().lower()
+        named = [lin for lin, name in names.items() if needle in name.split(" · ", 1)[1].lower()]
+        stats = stats.filter(pl.col("lineage").is_in(named))
     stats = stats.sort([*sort[order_by], "lineage"], descending=[order_by != "first seen", False])
     chosen = stats["lineage"].head(MAX_LINEAGES).to_list()
     st.caption(
@@ -62,7 +68,6 @@ if selection:
     else:
         # One row per lineage in the chosen order, labelled with its id and the label its run
         # published, if any (every row while the rows are tall enough to read them).
-        names = lineage_names(db, run, layer)
         shown_names = [names.get(lin, str(lin)) for lin in chosen]
         order = {lin: i for i, lin in enumerate(chosen)}
         row = pl.col("lineage").replace_strict(order, default=None).alias("row")
@@ -152,6 +157,9 @@ if selection:
                 query_params={"db": db, "run": run, "layer": layer, "lineage": str(lineage)},
             )
     table = events.join(lineage_of_event, on="event", how="left")
+    if wanted.strip():  # the events that concern a lineage the label filter kept
+        kept = marks.filter(pl.col("lineage").is_in(stats["lineage"].to_list()))["event"]
+        table = table.filter(pl.col("event").is_in(kept.to_list()))
     story = story_link(db, run, layer, "lineage")  # null: no lineage
     lead = ["step", "kind", "lineage", "story", "evidence", "confidence"]
     st.dataframe(
