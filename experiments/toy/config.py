@@ -22,6 +22,9 @@ class ToyConfig(RunFiles):
     lr: float = 1e-3
     init_std: float = 0.01
     n_probe: int = 4096
+    probe_seed: int = 10_000
+    """The probe inputs' own seed, the same for every training seed: two seeds' runs see the
+    same inputs, so the viewer's Two runs page can pair their features."""
     snapshots: int = 16
     """Log-spaced snapshots (step 0 and the last step included)."""
     sae_steps: int = 500

@@ -29,7 +29,7 @@ def run(cfg: ToyConfig, progress: bool = True) -> dict[str, Any]:
     db = cfg.db
     common.fresh(db.parent)
     probe = sparse_features(
-        cfg.n_probe, cfg.n, cfg.sparsity, torch.Generator().manual_seed(10_000 + cfg.seed)
+        cfg.n_probe, cfg.n, cfg.sparsity, torch.Generator().manual_seed(cfg.probe_seed)
     )
     tracker = common.feature_tracker(
         cfg,
