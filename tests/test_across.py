@@ -1,6 +1,8 @@
 """Two runs side by side: lineages paired on activation correlation over a shared probe set."""
 
 import os
+import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -13,6 +15,7 @@ from tracker.config import MatchConfig
 from tracker.pipeline import analyze
 from tracker.reader import open_db
 from tracker.snapshots import RunDir
+from tracker.store import Writer
 
 SAE = dict(d_sae=40, k=4, steps=300, batch_size=512)
 
@@ -49,6 +52,22 @@ def test_two_fits_of_one_model_grow_the_same_lineages(two):
     assert len(whole) >= 5 and whole["mean_corr"].median() > 0.95
     assert whole["shared_from"].to_list() == [0] * len(whole), "longest stories first"
     assert (shared["shared_from"] >= shared[["first_a", "first_b"]].max_horizontal()).all()
+
+
+def test_runs_are_compared_on_the_probe_inputs_they_describe(two, tmp_path):
+    # Copies of both run directories (snapshots and lineage), so the shared ones stay as made.
+    db_a, db_b = (
+        Path(shutil.copytree(db.parent, tmp_path / db.parent.name)) / db.name for db in two[1:]
+    )
+    rows = pl.DataFrame(
+        {"probe_index": range(1024), "label": ["p"] * 1024, "payload": ["{}"] * 1024}
+    )
+    for db, run in ((db_a, "a"), (db_b, "b")):  # two run names, one probe set
+        Writer(db).write_probe(run, rows)
+    assert len(open_db(db_a).shared_lineages("a", "mlp", db_b, "b", "mlp")) >= 20
+    Writer(db_b).write_probe("b", rows.with_columns(pl.lit('{"x": 1}').alias("payload")))
+    with pytest.raises(ValueError, match="runs 'a' and 'b' describe different probe inputs"):
+        open_db(db_a).shared_lineages("a", "mlp", db_b, "b", "mlp")
 
 
 def test_runs_on_different_probe_sets_are_refused(two, tmp_path):

@@ -264,7 +264,7 @@ class Reader:
         and when: their features paired on activation correlation over the probe set at
         every step both checkpointed (see `tracker.across`). Needs both runs' snapshots."""
         theirs = Reader(other)
-        if not self.probe(run).equals(theirs.probe(other_run)):
+        if not self.probe(run).drop("run").equals(theirs.probe(other_run).drop("run")):
             raise ValueError(f"runs {run!r} and {other_run!r} describe different probe inputs")
         steps = sorted(
             set(self.checkpoints(run, layer)["step"])

@@ -4,7 +4,7 @@ seeds or settings), paired on activation correlation over their shared probe set
 import altair as alt
 import polars as pl
 import streamlit as st
-from common import databases, param, read, select_run, story_link
+from common import databases, lineage_names, param, read, select_run, story_link
 
 SHOWN = 40  # pairs drawn in the chart (the longest shared stories)
 
@@ -48,8 +48,19 @@ if selection:
             cols[2].metric(
                 "B's lineages with a partner", f"{shared['lineage_b'].n_unique()} / {theirs}"
             )
-            top = shared.head(SHOWN).with_columns(
-                pl.format("A{} ↔ B{}", "lineage_a", "lineage_b").alias("pair")
+            # Each side named by its run's label where it published one ("A0 · x3").
+            names_a = lineage_names(db, run, layer)
+            names_b = lineage_names(other_db, other_run, other_layer)
+            top = shared.head(SHOWN)
+            top = top.with_columns(
+                pl.Series(
+                    "pair",
+                    [
+                        f"A{names_a.get(a, a)} ↔ B{names_b.get(b, b)}"
+                        for a, b in top.select("lineage_a", "lineage_b").rows()
+                    ],
+                    dtype=pl.String,
+                )
             )
             order = top["pair"].to_list()
             y = alt.Y("pair:N", sort=order, title=None)
