@@ -32,7 +32,8 @@ if selection:
     span = st.sidebar.select_slider("Steps", options=all_steps, value=(all_steps[0], all_steps[-1]))
     order_by = st.sidebar.radio("Order lineages by", ORDERS)
     names = lineage_names(db, run, layer)
-    wanted = st.sidebar.text_input("Label contains", help="e.g. x3: lineages whose label has it")
+    needle = st.sidebar.text_input("Label contains", help="e.g. x3: lineages whose label has it")
+    needle = needle.strip().lower()
     events = with_evidence(
         read(db, "events", run, layer, None, min_conf).filter(
             pl.col("kind").is_in(kinds) & pl.col("step").is_between(*span)
@@ -52,10 +53,10 @@ if selection:
         .join(marks.group_by("lineage").agg(pl.len().alias("events")), on="lineage")
     )
     sort = {"first seen": ["first"], "longest": ["checkpoints"], "most events": ["events"]}
-    if wanted.strip():
-        needle = wanted.strip().lower()
-        named = [lin for lin, name in names.items() if needle in name.split(" · ", 1)[1].lower()]
-        stats = stats.filter(pl.col("lineage").is_in(named))
+    if needle:
+        labels = read(db, "lineage_labels", run, layer)
+        named = labels.filter(pl.col("label").str.to_lowercase().str.contains(needle, literal=True))
+        stats = stats.filter(pl.col("lineage").is_in(named["lineage"].to_list()))
     stats = stats.sort([*sort[order_by], "lineage"], descending=[order_by != "first seen", False])
     chosen = stats["lineage"].head(MAX_LINEAGES).to_list()
     st.caption(
@@ -157,7 +158,7 @@ if selection:
                 query_params={"db": db, "run": run, "layer": layer, "lineage": str(lineage)},
             )
     table = events.join(lineage_of_event, on="event", how="left")
-    if wanted.strip():  # the events that concern a lineage the label filter kept
+    if needle:  # the events that concern a lineage the label filter kept
         kept = marks.filter(pl.col("lineage").is_in(stats["lineage"].to_list()))["event"]
         table = table.filter(pl.col("event").is_in(kept.to_list()))
     story = story_link(db, run, layer, "lineage")  # null: no lineage

@@ -67,7 +67,7 @@ if selection:
         .mark_line(point=True)
         .encode(x=x, y=y("value:Q"), color=legend("variable:N"))
     )
-    st.altair_chart((chart).properties(height=PLOT), width="stretch", height=PLOT + 90)
+    st.altair_chart(chart.properties(height=PLOT), width="stretch", height=PLOT + 90)
 
     st.subheader("Confident events per checkpoint")
     if counts.is_empty():
