@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 from tracker.activations import load_activation_file
+from tracker.calibration import activation_rows
 from tracker.config import MatchConfig
 from tracker.reader import open_db
 from tracker.snapshots import RunDir
@@ -34,26 +35,24 @@ from tracker.witness import check
 
 
 def ends(db, run, layer, step, path):
+    """(SAE, activations, {lineage: feature}) of one checkpoint."""
     sae = db.sae(run, layer, step)
     acts = load_activation_file(path.activation_path(layer, step)).float()
     live = db.features(run, layer, step)
     return sae, acts, dict(zip(live["lineage"].to_list(), live["feature"].to_list(), strict=True))
 
 
-def pattern_corr(za: torch.Tensor, zb: torch.Tensor) -> np.ndarray:
-    a, b = za - za.mean(0), zb - zb.mean(0)
-    return ((a * b).sum(0) / (a.norm(dim=0) * b.norm(dim=0)).clamp_min(1e-12)).numpy()
-
-
-def drift(db, run, layer, path, s0, s1, cfg):
-    (sae0, x0, l0), (sae1, x1, l1) = ends(db, run, layer, s0, path), ends(db, run, layer, s1, path)
+def drift(first, later, cfg):
+    """Lineages alive at both checkpoints (each an `ends` triple): their features there,
+    the correlation of their activation patterns, and each end's presence in the other's
+    activations."""
+    (sae0, x0, l0), (sae1, x1, l1) = first, later
     both = sorted(set(l0) & set(l1))
     f0, f1 = [l0[i] for i in both], [l1[i] for i in both]
     z0 = sae0.latents(x0, columns=torch.tensor(f0))
     z1 = sae1.latents(x1, columns=torch.tensor(f1))
-    later_at_first = check(sae1, f1, z1, x0, cfg)
-    first_at_later = check(sae0, f0, z0, x1, cfg)
-    return both, f0, f1, pattern_corr(z0, z1), later_at_first, first_at_later
+    corr = (activation_rows(z0) * activation_rows(z1)).sum(1).numpy()
+    return both, f0, f1, corr, check(sae1, f1, z1, x0, cfg), check(sae0, f0, z0, x1, cfg)
 
 
 def main() -> None:
@@ -67,10 +66,12 @@ def main() -> None:
     db = open_db(args.run_dir / "lineage.duckdb")
     run = db.runs()["run"][0]
     layer = args.layer or db.layers(run)[0]
-    cfg = MatchConfig(**db.run_config(run).get("match", {}))
-    torch.manual_seed(0)
+    cfg = MatchConfig.from_dict(db.run_config(run).get("match", {}))
+    steps = [s for s in db.checkpoints(run, layer)["step"].to_list() if args.start <= s <= args.end]
+    # Every checkpoint in between is loaded once: the two ends and the neighbouring pairs.
+    loaded = {s: ends(db, run, layer, s, path) for s in {args.start, args.end, *steps}}
     with torch.no_grad():
-        both, f0, f1, corr, new, old = drift(db, run, layer, path, args.start, args.end, cfg)
+        both, f0, f1, corr, new, old = drift(loaded[args.start], loaded[args.end], cfg)
     changed = corr < cfg.witness_corr
     turnover = changed & ~new.present & ~old.present
     q = np.quantile(corr, [0.1, 0.25, 0.5, 0.75, 0.9])
@@ -104,11 +105,10 @@ def main() -> None:
             f"  label moved onto a key frequency: {moved.sum()}; median pattern correlation "
             f"{np.median(corr[moved]):.2f}; a turnover: {(turnover & moved).sum()}"
         )
-    steps = [s for s in db.checkpoints(run, layer)["step"].to_list() if args.start <= s <= args.end]
     medians = []
     for a, b in pairwise(steps):
         with torch.no_grad():
-            c = drift(db, run, layer, path, a, b, cfg)[3]
+            c = drift(loaded[a], loaded[b], cfg)[3]
         medians.append(f"{b}: {np.median(c):.3f}")
     print("  median correlation with the checkpoint before: " + ", ".join(medians))
 
