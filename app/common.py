@@ -7,6 +7,7 @@ for a few seconds only, so a page over a live run shows its newest whole checkpo
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,15 @@ def lineage_names(db: str, run: str, layer: str) -> dict[int, str]:
     """{lineage: "12 · x3"} for the lineages whose run published a label (its latest)."""
     labels = read(db, "lineage_labels", run, layer)
     return {r["lineage"]: f"{r['lineage']} · {r['label']}" for r in labels.iter_rows(named=True)}
+
+
+def label_rank(labels: pl.DataFrame) -> dict[int, int]:
+    """{lineage: rank} ordering `labels` (lineage, label) naturally: "x2" before "x10",
+    "frequency 9" before "frequency 11"; ties by lineage id."""
+
+    def key(row: tuple[int, str]) -> tuple[list[tuple[int, int | str]], int]:
+        parts = re.split(r"(\d+)", row[1].lower())
+        return [(0, int(p)) if p.isdigit() else (1, p) for p in parts if p], row[0]
+
+    rows = sorted(zip(labels["lineage"].to_list(), labels["label"].to_list(), strict=True), key=key)
+    return {lineage: rank for rank, (lineage, _) in enumerate(rows)}

@@ -171,6 +171,32 @@ def test_lineages_are_named_by_their_latest_label(db, monkeypatch, tmp_path):
     assert any(o.startswith(f'{lineage} · x"3: ') for o in picker.options)
 
 
+def test_lineages_sort_by_label_naturally(db, monkeypatch, tmp_path):
+    path = tmp_path / "labelled.duckdb"
+    path.write_bytes(db.read_bytes())
+    at = app(path, monkeypatch, "views/lineage.py")
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    drawn = json.loads(spec["layer"][0]["encoding"]["y"]["axis"]["labelExpr"].split("[datum")[0])
+    fmap = open_db(path).feature_map("planted", "mlp").sort("step")
+    last = fmap.group_by("lineage", maintain_order=True).last()
+    # Three drawn lineages, in their first-seen order, named x10, x2 and x3.
+    named = [last.row(by_predicate=pl.col("lineage") == int(i), named=True) for i in drawn[:3]]
+    by_step: dict[int, dict[int | None, list[Panel]]] = {}  # a checkpoint's panels: one write
+    for row, text in zip(named, ["x10", "x2", "x3"], strict=True):
+        by_step.setdefault(row["step"], {})[row["feature"]] = [Panel("label", text=text)]
+    for step, panels in by_step.items():
+        Writer(path).write_panels("planted", "mlp", step, panels)
+    st.cache_data.clear()
+    at = app(path, monkeypatch, "views/lineage.py")
+    at.sidebar.radio[0].set_value("label").run()
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    names = json.loads(spec["layer"][0]["encoding"]["y"]["axis"]["labelExpr"].split("[datum")[0])
+    ids = [row["lineage"] for row in named]
+    assert names[:3] == [f"{ids[1]} · x2", f"{ids[2]} · x3", f"{ids[0]} · x10"]
+    rest = [int(name) for name in names[3:]]  # the unnamed ones after, by id
+    assert rest == sorted(rest) and not set(rest) & set(ids)
+
+
 def test_a_label_is_one_short_line():
     with pytest.raises(ValueError, match="one line of 1 to 40 characters"):
         Panel("label", text="x" * 41)

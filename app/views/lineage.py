@@ -9,6 +9,7 @@ from common import (
     EVENT_STYLE,
     event_lineages,
     int_param,
+    label_rank,
     lineage_names,
     read,
     select_run,
@@ -20,7 +21,7 @@ from tracker.reader import with_evidence
 
 MAX_LINEAGES = 200
 KINDS = EVENT_STYLE
-ORDERS = ["first seen", "longest", "most events"]
+ORDERS = ["first seen", "longest", "most events", "label"]
 
 st.title("Lineage")
 selection = select_run()
@@ -52,12 +53,19 @@ if selection:
         .agg(pl.col("step").min().alias("first"), pl.len().alias("checkpoints"))
         .join(marks.group_by("lineage").agg(pl.len().alias("events")), on="lineage")
     )
-    sort = {"first seen": ["first"], "longest": ["checkpoints"], "most events": ["events"]}
+    labels = read(db, "lineage_labels", run, layer)
     if needle:
-        labels = read(db, "lineage_labels", run, layer)
         named = labels.filter(pl.col("label").str.to_lowercase().str.contains(needle, literal=True))
         stats = stats.filter(pl.col("lineage").is_in(named["lineage"].to_list()))
-    stats = stats.sort([*sort[order_by], "lineage"], descending=[order_by != "first seen", False])
+    if order_by == "label":  # x2 before x10; lineages without a label last, by id
+        rank = label_rank(labels)
+        stats = stats.with_columns(
+            pl.col("lineage").replace_strict(rank, default=len(rank)).alias("label_rank")
+        ).sort(["label_rank", "lineage"])
+    else:
+        sort = {"first seen": "first", "longest": "checkpoints", "most events": "events"}
+        latest_first = order_by != "first seen"
+        stats = stats.sort([sort[order_by], "lineage"], descending=[latest_first, False])
     chosen = stats["lineage"].head(MAX_LINEAGES).to_list()
     st.caption(
         f"{len(events)} events, {len(chosen)} lineages drawn"
