@@ -19,6 +19,7 @@ from tiny import one_of_each
 from tracker import SAEConfig
 from tracker.panels import Panel
 from tracker.pipeline import analyze
+from tracker.planted import true_feature_of
 from tracker.reader import VIEWER_DBS_ENV, open_db
 from tracker.snapshots import RunDir
 from tracker.store import Writer
@@ -169,6 +170,7 @@ def test_lineages_are_named_by_their_latest_label(db, monkeypatch, tmp_path):
     picker = at.sidebar.selectbox[-1]
     assert picker.value == lineage
     assert any(o.startswith(f'{lineage} · x"3: ') for o in picker.options)
+    assert at.subheader[0].value.startswith(f'Lineage {lineage} · x"3: steps ')
 
 
 def test_lineages_sort_by_label_naturally(db, monkeypatch, tmp_path):
@@ -421,11 +423,17 @@ def test_every_page_renders_in_a_real_browser(db, tmp_path):
 
     shots = Path(os.environ.get("TRACKER_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
+    # The fixture's run, each feature labelled by the planted feature its decoder points at,
+    # as a replay publishes its labels.
+    db = label_planted(db, tmp_path / "labelled.duckdb")
     _, child = split_child(db)
     seconds = {}
+    problems: list[str] = []
     with serve(db) as base, sync_playwright() as pw:
         browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda m: problems.append(f"{m.type}: {m.text}"))
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}"))
         for path, title, known in PAGES:
             start = time.perf_counter()
             page.goto(f"{base}/{path}?run=planted&layer=mlp&lineage={child}")
@@ -437,11 +445,34 @@ def test_every_page_renders_in_a_real_browser(db, tmp_path):
             if title == "Lineage":  # the events table is drawn last
                 page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=30_000)
                 page.get_by_role("button", name="Open this lineage's story").wait_for()
+                page.get_by_text(f"{child} · planted ").first.wait_for()  # the picker's label
             seconds[title] = time.perf_counter() - start
             page.screenshot(path=str(shots / f"{title.lower()}.png"), full_page=True)
         browser.close()
     assert all((shots / f"{t.lower()}.png").stat().st_size > 10_000 for _, t, _ in PAGES)
     print("page seconds:", {k: round(v, 2) for k, v in seconds.items()})
+    # No console error or warning (Vega's "Infinite extent" is a warning) and no failed
+    # request, but Streamlit's own: served under a page's path it asks for
+    # /<page>/_stcore/health and host-config, gets a 404 and falls back to /_stcore/.
+    failed = [p for p in problems if p[:3].isdigit() and int(p[:3]) >= 400]
+    theirs = [p for p in failed if p.endswith(("/_stcore/health", "/_stcore/host-config"))]
+    console = [p for p in problems if p.startswith(("error:", "warning:"))]
+    assert failed == theirs, failed
+    assert [c for c in console if "status of 404" not in c] == [], console
+    assert len(console) <= len(theirs), (console, theirs)
+
+
+def label_planted(db: Path, path: Path) -> Path:
+    """A copy of the `db` fixture whose features carry the label "planted i": the true
+    feature of `one_of_each(1024)` their decoder points at (cosine >= 0.9)."""
+    path.write_bytes(db.read_bytes())
+    reader, writer, truth = open_db(path), Writer(path), one_of_each(1024).directions
+    for step in reader.checkpoints("planted", "mlp")["step"].to_list():
+        sae = reader.sae("planted", "mlp", step)
+        found = true_feature_of(sae.W_dec.detach(), truth[step], 0.9)
+        labels = {f: [Panel("label", text=f"planted {t}")] for f, t in found.items()}
+        writer.write_panels("planted", "mlp", step, labels)
+    return path
 
 
 @pytest.mark.slow

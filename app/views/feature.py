@@ -49,7 +49,8 @@ if selection:
         events = read(db, "lineage_events", run, layer, lineage)
         parents = read(db, "lineage_parents", run, layer, lineage)
         first, last = int(story["step"].min()), int(story["step"].max())
-        st.subheader(f"Lineage {lineage}: steps {first} to {last}, {len(story)} checkpoints")
+        name = names.get(lineage, str(lineage))  # "31 · planted 21" where the run named it
+        st.subheader(f"Lineage {name}: steps {first} to {last}, {len(story)} checkpoints")
         if not parents.is_empty():
             kind = parents["kind"][0]
             st.write(
