@@ -50,3 +50,21 @@ def test_neighbours_are_the_top_cosines_both_ways():
     assert nb.of_prev[:, 0].tolist() == [0, 1, 0]  # (1, 1): 0.83 to B0, 0.77 to B1
     assert nb.of_next[:, 0].tolist() == [0, 1]
     torch.testing.assert_close(nb.of_prev_cos, (A @ B.t()).sort(dim=1, descending=True).values)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(7, 5), (64, 3), (1, 1000)])
+def test_neighbours_tile_by_tile_equal_the_whole_matrix(monkeypatch, rows, cols):
+    # Tiles smaller than both dictionaries, not dividing them: per-tile winners merged.
+    monkeypatch.setattr("tracker.assign.ROWS", rows)
+    monkeypatch.setattr("tracker.assign.COLS", cols)
+    g = torch.Generator().manual_seed(0)
+    A, B = unit(torch.randn(50, 8, generator=g)), unit(torch.randn(33, 8, generator=g))
+    nb = neighbours(A, B, 6)
+    # Exact products: every tile's sums are each entry's own, in float64.
+    cos = A.double() @ B.double().t()
+    torch.testing.assert_close(nb.of_prev_cos.double(), cos.topk(6, dim=1).values)
+    torch.testing.assert_close(nb.of_next_cos.double(), cos.topk(6, dim=0).values.t())
+    # The indices point at those cosines (whatever order a near tie takes).
+    torch.testing.assert_close(cos.gather(1, nb.of_prev), cos.topk(6, dim=1).values)
+    torch.testing.assert_close(cos.t().gather(1, nb.of_next), cos.topk(6, dim=0).values.t())
+    assert nb.of_prev.shape == (50, 6) and nb.of_next.shape == (33, 6)

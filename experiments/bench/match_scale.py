@@ -1,10 +1,10 @@
-"""Matching time and peak memory against dictionary size (1k, 4k, 16k features, d=512).
+"""Matching time and peak memory against dictionary size (1k, 4k, 16k, 65k features, d=512).
 
 Two dictionaries: the second is the first drifted, with 1% of features dying, 1% born, 0.5%
 split in two and 0.5% of pairs merged. Each size runs in its own process so its peak resident
 memory (above the process's memory after imports and data set-up) is its own.
 
-    python experiments/bench/match_scale.py [--sizes 1024 4096 16384]
+    python experiments/bench/match_scale.py [--sizes 1024 4096 16384 65536]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def one(n: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
