@@ -49,3 +49,21 @@ def test_load_errors_name_the_file(fitted, tmp_path):
     (out / "cfg.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="SAE format version 99, this tracker reads version 1"):
         SAE.load(out)
+
+
+def test_topk_fit_metrics_from_active_latents_equal_the_dense_pass(monkeypatch):
+    # A TopK fit measures FVU, L0 and per-latent statistics from its k active latents per
+    # row; the dense [n, d_sae] latents every architecture has give the same numbers.
+    from tracker import fit
+
+    x = planted_sparse(5000, 16, 24, 2, seed=1).x_ND * 7.0  # 5000: a partial last batch
+    monkeypatch.setattr(fit, "EVAL_BATCH", 2048)
+    sae = train_sae(x, SAEConfig(d_sae=48, k=3, steps=30))
+    sparse = sae.metrics
+    freq, mean = sae.frequency.clone(), sae.mean_activation.clone()
+    monkeypatch.setattr(type(sae), "active_codes", lambda self, x_BD, out=None: None)
+    dense = fit._measure(sae, x / sae.input_scale, sparse.steps, 0.0)
+    assert dense.fvu == pytest.approx(sparse.fvu, rel=1e-5)
+    assert dense.l0 == pytest.approx(sparse.l0) and dense.dead_fraction == sparse.dead_fraction
+    assert torch.equal(sae.frequency, freq)
+    torch.testing.assert_close(sae.mean_activation, mean)

@@ -13,6 +13,7 @@ from tracker.checks import as_activations, resolve_device
 from tracker.config import SAEConfig
 from tracker.pace import pause
 from tracker.sae import ARCHITECTURES, SAE, FitMetrics, StepLoss
+from tracker.sae.sparse import ActivePattern, sparse_decode
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ def train_sae(
     sae = _build(config, d, d_sae, generator, x_ND, init_from).to(device)
     sae.input_scale.fill_(float(scale))
     steps = _optimise(sae, x_ND, config, generator)
-    sae.release_workspace()
     sae.metrics = _measure(sae, x_ND, steps, start)
+    sae.release_workspace()
     log.info("fitted %s SAE d=%d d_sae=%d on n=%d: %s", config.arch, d, d_sae, n, sae.metrics)
     return sae
 
@@ -145,10 +146,21 @@ def _measure(sae: SAE, x_ND: Tensor, steps: int, start: float) -> FitMetrics:
     sse = torch.zeros((), device=x_ND.device)
     for i in range(0, n, EVAL_BATCH):
         x_BD = x_ND[i : i + EVAL_BATCH]
-        z_BF = sae.encode_normalized(x_BD)
-        sse += (z_BF @ sae.W_dec + sae.b_dec - x_BD).pow(2).sum()
-        count_F += (z_BF > 0).sum(0)
-        total_F += z_BF.sum(0)
+        active = sae.active_codes(x_BD, out=sae.workspace(x_BD.shape[0], sae.d_sae))
+        if active is None:
+            z_BF = sae.encode_normalized(x_BD)
+            sse += (z_BF @ sae.W_dec + sae.b_dec - x_BD).pow(2).sum()
+            count_F += (z_BF > 0).sum(0)
+            total_F += z_BF.sum(0)
+            continue
+        # k latents per row: decode, counts and sums over those only (a dense [B, d_sae]
+        # pass cost more than 8 training steps per fit at d_sae 2048).
+        values_BK, idx_BK = active
+        x_hat_BD = sparse_decode(values_BK, ActivePattern.build(idx_BK, sae.d_sae), sae.W_dec)
+        sse += (x_hat_BD + sae.b_dec - x_BD).pow(2).sum()
+        fired = values_BK > 0
+        count_F += torch.bincount(idx_BK[fired], minlength=sae.d_sae)
+        total_F += torch.bincount(idx_BK.reshape(-1), values_BK.reshape(-1), minlength=sae.d_sae)
     total_variance = (x_ND - x_ND.mean(0)).pow(2).sum()
     sae.frequency.copy_(count_F / n)
     sae.mean_activation.copy_(torch.where(count_F > 0, total_F / count_F.clamp_min(1), 0.0))

@@ -4,8 +4,12 @@ For each shape it times, with the same threads and data:
   * one dense encoder matmul [batch, d] @ [d, d_sae] (the unit of every ratio);
   * a plain dense PyTorch TopK step (dense decode, dense backward): the usual implementation;
   * our TopK step (`tracker.fit.train_step`, the step `train_sae` runs), with no
-    dead latents and with a quarter of latents dead (AuxK active).
-Prints steps/s, samples/s and step / matmul ratios (median of round-robin repeats).
+    dead latents and with a quarter of latents dead (AuxK active);
+  * the pass over all samples that ends every fit (FVU, L0, per-latent statistics) on 16 384
+    samples: from the k active latents per row, as a TopK fit takes it, and from the dense
+    [n, d_sae] latents, as an architecture without a fixed k does.
+Prints steps/s, samples/s and step / matmul ratios (median of round-robin repeats), then the
+fit's fixed cost (its final pass) in steps.
 
     python experiments/bench/sae_speed.py [--repeats 20]
 """
@@ -20,10 +24,11 @@ from collections.abc import Callable
 import torch
 
 from tracker import SAEConfig
-from tracker.fit import make_optimiser, train_step
+from tracker.fit import _measure, make_optimiser, train_step
 from tracker.sae import TopKSAE
 
 SHAPES = [(128, 2048, 32, 4096), (512, 8192, 64, 4096)]
+FIT_SAMPLES = 16_384
 
 
 def timed(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -71,6 +76,18 @@ def dense_step(sae: TopKSAE, x: torch.Tensor, k: int) -> Callable[[], None]:
     return step
 
 
+def dense_pass(sae: TopKSAE, x: torch.Tensor) -> Callable[[], object]:
+    """The final pass as an SAE without `active_codes` takes it."""
+
+    class Dense(TopKSAE):
+        def active_codes(self, x_BD: torch.Tensor, out: torch.Tensor | None = None) -> None:
+            return None
+
+    dense = Dense(sae.d, sae.d_sae, sae.config)
+    dense.load_state_dict(sae.state_dict())
+    return lambda: _measure(dense, x, 0, 0.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -95,14 +112,26 @@ def main() -> None:
             "ours, no dead latents": our_step(make_sae(d, d_sae, k, x), x, none_dead),
             "ours, 25% dead (AuxK)": our_step(make_sae(d, d_sae, k, x), x, quarter_dead),
         }
+        fitted = make_sae(d, d_sae, k, x)
+        x_all = torch.randn(FIT_SAMPLES, d) / d**0.5
+        variants["final pass, active latents"] = lambda: _measure(fitted, x_all, 0, 0.0)  # noqa: B023
+        variants["final pass, dense latents"] = dense_pass(fitted, x_all)
         seconds_by_name = timed(variants, args.repeats)
         unit = seconds_by_name["dense matmul (unit)"]
+        step = seconds_by_name["ours, no dead latents"]
+        shape = f"({d}, {d_sae}, {k}, {batch})"
         for name, seconds in seconds_by_name.items():
-            shape = f"({d}, {d_sae}, {k}, {batch})"
+            if name.startswith("final pass"):
+                continue
             print(
                 f"{shape:<28}{name:<26}{1 / seconds:>9.1f}{batch / seconds:>12,.0f}"
                 f"{seconds / unit:>8.2f}"
             )
+        sparse, dense = (seconds_by_name[f"final pass, {v} latents"] for v in ("active", "dense"))
+        print(
+            f"{shape:<28}a fit's final pass over {FIT_SAMPLES:,} samples: "
+            f"{sparse / step:.2f} steps ({dense / step:.2f} from dense latents)"
+        )
 
 
 if __name__ == "__main__":

@@ -133,6 +133,13 @@ class SAE(nn.Module):
     def training_loss(self, x_BD: Tensor, dead_F: Tensor) -> StepLoss:
         """The loss of one batch of normalised inputs; `dead_F` marks latents seen as dead."""
 
+    def active_codes(self, x_BD: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+        """(values [B, k], latent indices [B, k]) of normalised inputs where the architecture
+        keeps a fixed number of latents per row (None where it does not): what a pass over
+        all samples needs without the dense [B, d_sae] latents. `out`: a workspace for the
+        pre-activations."""
+        return None
+
     # -- raw-unit interface -------------------------------------------------------------------
 
     def encode(self, x_BD: Tensor) -> Tensor:

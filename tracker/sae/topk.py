@@ -30,6 +30,12 @@ class TopKSAE(SAE):
         z_BF = torch.zeros_like(pre_BF)
         return z_BF.scatter_(1, idx_BK, pre_BF.gather(1, idx_BK).relu())
 
+    @torch.no_grad()
+    def active_codes(self, x_BD: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        pre_BF = self.preacts(x_BD, out=out)
+        idx_BK = select_topk(pre_BF, self.config.k)
+        return pre_BF.gather(1, idx_BK).float().relu(), idx_BK
+
     def training_loss(self, x_BD: Tensor, dead_F: Tensor) -> StepLoss:
         cfg = self.config
         xc_BD = x_BD - self.b_dec
