@@ -4,6 +4,8 @@ import logging
 
 import streamlit as st
 
+from tracker.reader import shared_reads
+
 log = logging.getLogger("tracker.app")
 
 st.set_page_config(page_title="Feature lineage", layout="wide")
@@ -17,7 +19,8 @@ page = st.navigation(
     ]
 )
 try:
-    page.run()
+    with shared_reads():  # the page's queries share a connection per file (at most 0.5 s)
+        page.run()
 except Exception as err:  # a page never shows a traceback: one line here, the rest in the log
     log.exception("page %s failed", page.title)
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""

@@ -242,3 +242,66 @@ def test_a_run_is_marked_finished_by_its_writer_and_live_again_when_rewritten(tm
     writer.write_run("r", {"a": 3})
     writer.finish_run("r")
     assert finished() is not None and open_db(path).run_config("r") == {"a": 3}
+
+
+def test_shared_reads_open_a_file_once_for_a_burst_and_close_it_after(tmp_path, monkeypatch):
+    from tracker import db as store_db
+    from tracker.reader import shared_reads
+
+    path = tmp_path / "burst.duckdb"
+    Writer(path).write_checkpoint("r", "l", 0, {"features": feature_rows(3)})
+    opened = []
+    real_connect = duckdb.connect
+    monkeypatch.setattr(
+        store_db.duckdb, "connect", lambda *a, **k: opened.append(a[0]) or real_connect(*a, **k)
+    )
+    reader = open_db(path)
+    alone = reader.features("r", "l", 0)
+    opened.clear()
+    with shared_reads():
+        for _ in range(5):
+            assert reader.features("r", "l", 0).equals(alone)
+        assert len(opened) == 1
+        # The file replaced under the block (another run written there): read anew.
+        other = tmp_path / "other.duckdb"
+        Writer(other).write_checkpoint("r", "l", 0, {"features": feature_rows(7)})
+        os.replace(other, path)
+        assert len(reader.features("r", "l", 0)) == 7 and opened.count(str(path)) == 2
+    # Closed at the block's end: this process may open the file read-write again.
+    Writer(path).write_checkpoint("r", "l", 1, {"features": feature_rows(2)})
+    assert len(reader.features("r", "l", 1)) == 2
+    # Past HOLD_SECONDS the block's queries connect one by one, as outside it.
+    monkeypatch.setattr(store_db, "HOLD_SECONDS", -1.0)  # expired at its second use
+    opened.clear()
+    with shared_reads():
+        for _ in range(3):
+            reader.features("r", "l", 1)
+    assert len(opened) == 3  # the shared one, then one per query once it expired
+
+
+def test_a_reader_holding_shared_reads_never_starves_a_live_writer(tmp_path):
+    # Queries back to back inside one block for as long as the writer runs: the file is
+    # shared for half a second only, so the writer (retrying up to 10 s) gets its turns.
+    from tracker.reader import shared_reads
+
+    db = tmp_path / "live.duckdb"
+    Writer(db)
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "store_writer.py"), str(db), "20", "200"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
+    reader = open_db(db)
+    seen: set[int] = set()
+    with shared_reads():
+        while child.poll() is None:
+            counts = reader.sql(
+                "SELECT c.step, (SELECT count(*) FROM features f WHERE f.step = c.step) AS n "
+                "FROM checkpoints c"
+            )
+            assert set(counts["n"].to_list()) <= {200}
+            seen.update(counts["step"].to_list())
+    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+    assert open_db(db).checkpoints("r", "L")["step"].to_list() == list(range(20))
+    assert seen and seen <= set(range(20))

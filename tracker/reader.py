@@ -1,6 +1,7 @@
 """Reading the lineage store: every method returns a polars DataFrame (or a tensor/SAE).
 
-Each query opens the file read-only for its own duration, so a reader never blocks a live
+Each query opens the file read-only for its own duration (inside `shared_reads`, a burst of
+queries shares one connection for up to half a second), so a reader never blocks a live
 run's writer for long, and retries briefly while the writer holds it. Every value a user
 gives reaches SQL as a parameter.
 """
@@ -24,6 +25,7 @@ from tracker.db import (
     LINEAGE_LABELS,
     check_extra_name,
     query,
+    shared_reads,
 )
 from tracker.evidence import with_evidence
 from tracker.panels import Panel, decode
@@ -31,7 +33,7 @@ from tracker.sae import SAE
 from tracker.snapshots import RunDir
 from tracker.store import Writer
 
-__all__ = ["VIEWER_DBS_ENV", "Comparison", "Reader", "open_db", "with_evidence"]
+__all__ = ["VIEWER_DBS_ENV", "Comparison", "Reader", "open_db", "shared_reads", "with_evidence"]
 
 VIEWER_DBS_ENV = "TRACKER_DBS"
 """The environment variable through which `tracker app` tells the viewer which files to open."""

@@ -1,9 +1,11 @@
 """Lineage store speed: writes and reader queries on a synthetic run of 100 checkpoints x 4096
 features (with edges, events and 23 examples per feature), measured in one run.
 
-Each query goes through `tracker.reader` as the app does, opening the file read-only for its
-own duration (that open is part of the time). SAE weights are left out (they are one BLOB per
-checkpoint, read only when a decoder is asked for).
+Each query goes through `tracker.reader`: alone, opening the file read-only for its own
+duration (that open is part of the time), and shared, on the connection a viewer page's
+queries share (`shared_reads`; the page's first query opens it, timed in the last row).
+SAE weights are left out (they are one BLOB per checkpoint, read only when a decoder is
+asked for).
 
     python experiments/bench/store_speed.py [--checkpoints 100] [--features 4096]
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tracker.reader import open_db
+from tracker.reader import open_db, shared_reads
 from tracker.results import EVENT_SCHEMA
 from tracker.store import Writer
 
@@ -135,8 +137,24 @@ def main() -> None:
             f"write per checkpoint: median {statistics.median(writes) * 1e3:.0f} ms, "
             f"max {max(writes) * 1e3:.0f} ms"
         )
+        print(f"{'query (target <= 50 ms)':<42}{'alone':>9}{'shared':>9}")
         for name, fn in queries.items():
-            print(f"{name:<42}{timed(fn):7.1f} ms  (target <= 50)")
+            with shared_reads():  # as a viewer page runs them: one connection per file
+                shared = timed(fn)
+            print(f"{name:<42}{timed(fn):6.1f} ms{shared:6.1f} ms")
+
+        def page() -> None:
+            for fn in queries.values():
+                fn()
+
+        def shared_page() -> None:
+            with shared_reads():
+                page()
+
+        print(
+            f"{'the four in a row, as one page':<42}{timed(page):6.1f} ms"
+            f"{timed(shared_page):6.1f} ms"
+        )
 
 
 if __name__ == "__main__":
