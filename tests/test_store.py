@@ -169,15 +169,21 @@ def test_sigkill_mid_checkpoint_leaves_whole_checkpoints_and_a_rerun_completes(t
 
 
 @pytest.mark.slow
-def test_a_reader_polling_a_live_writer_never_errors_and_sees_whole_checkpoints(tmp_path):
-    db = tmp_path / "live.duckdb"
+def live_writer(db: Path, checkpoints: int, rows: int) -> subprocess.Popen:
+    """Another process writing `checkpoints` synthetic checkpoints of `rows` features into a
+    new store at `db` (tests/store_writer.py)."""
     Writer(db)
-    child = subprocess.Popen(
-        [sys.executable, str(HERE / "store_writer.py"), str(db), "50", "200"],
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "store_writer.py"), str(db), str(checkpoints), str(rows)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(HERE)},
     )
+
+
+def test_a_reader_polling_a_live_writer_never_errors_and_sees_whole_checkpoints(tmp_path):
+    db = tmp_path / "live.duckdb"
+    child = live_writer(db, 50, 200)
     reader = open_db(db)
     reads = 0
     seen: set[int] = set()
@@ -285,13 +291,7 @@ def test_a_reader_holding_shared_reads_never_starves_a_live_writer(tmp_path):
     from tracker.reader import shared_reads
 
     db = tmp_path / "live.duckdb"
-    Writer(db)
-    child = subprocess.Popen(
-        [sys.executable, str(HERE / "store_writer.py"), str(db), "20", "200"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(HERE)},
-    )
+    child = live_writer(db, 20, 200)
     reader = open_db(db)
     seen: set[int] = set()
     with shared_reads():
