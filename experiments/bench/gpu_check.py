@@ -41,21 +41,26 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def step_seconds(device: str, repeats: int) -> float:
-    """Median seconds of one training step on `device`."""
+def step_seconds(devices: tuple[str, str], repeats: int) -> list[float]:
+    """Median seconds of one training step on each device, timed in turns (round-robin, so
+    machine noise hits both alike)."""
     d, d_sae, k, batch = SHAPE
     x = torch.randn(batch, d, generator=torch.Generator().manual_seed(0)) / d**0.5
-    sae = make_sae(d, d_sae, k, x).to(device)
-    step = our_step(sae, x.to(device), torch.zeros(d_sae, dtype=torch.bool, device=device))
-    times = []
+    steps = []
+    for device in devices:
+        sae = make_sae(d, d_sae, k, x).to(device)
+        dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
+        steps.append(our_step(sae, x.to(device), dead))
+    times: list[list[float]] = [[] for _ in devices]
     for i in range(repeats + 3):
-        sync(device)
-        start = time.perf_counter()
-        step()
-        sync(device)
-        if i >= 3:  # the first steps warm caches and kernels up
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        for device, step, spent in zip(devices, steps, times, strict=True):
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            if i >= 3:  # the first steps warm caches and kernels up
+                spent.append(time.perf_counter() - start)
+    return [sorted(spent)[len(spent) // 2] for spent in times]
 
 
 def confident_events(lineage: object, cfg: MatchConfig) -> set[tuple]:
@@ -81,7 +86,7 @@ def main() -> int:
         f"{torch.get_num_threads()} CPU threads"
     )
 
-    cpu_step, dev_step = step_seconds("cpu", args.repeats), step_seconds(device, args.repeats)
+    cpu_step, dev_step = step_seconds(("cpu", device), args.repeats)
     print(
         f"SAE step {SHAPE}: CPU {cpu_step * 1e3:.1f} ms, {device} {dev_step * 1e3:.1f} ms, "
         f"speed-up {cpu_step / dev_step:.2f}x"
@@ -91,32 +96,34 @@ def main() -> int:
     truth = torch.stack(list(planted.directions[STEPS[0]].values()))
     sae_cfg = SAEConfig(d_sae=96, k=4, steps=600, batch_size=1024, seed=0)
     fits = {}
-    for where in ("cpu", device):
+    for side, where in (("reference", "cpu"), ("device", device)):
         start = time.perf_counter()
-        fits[where] = train_sae(
+        fits[side] = train_sae(
             planted.acts[STEPS[0]], SAEConfig(**{**sae_cfg.to_dict(), "device": where})
         )
         print(
             f"fit on {where}: {time.perf_counter() - start:.2f} s, MMCS to the truth "
-            f"{mean_max_cosine(fits[where].W_dec.detach().cpu(), truth):.3f}"
+            f"{mean_max_cosine(fits[side].W_dec.detach().cpu(), truth):.3f}"
         )
-    between = mean_max_cosine(fits["cpu"].W_dec.detach().cpu(), fits[device].W_dec.detach().cpu())
+    between = mean_max_cosine(
+        fits["reference"].W_dec.detach().cpu(), fits["device"].W_dec.detach().cpu()
+    )
     print(f"decoder MMCS between the CPU and {device} fits: {between:.3f}")
 
     match_cfg = MatchConfig()
     events = {}
-    for where in ("cpu", device):
+    for side, where in (("reference", "cpu"), ("device", device)):
         start = time.perf_counter()
         lineage = track(
             planted.acts, SAEConfig(**{**sae_cfg.to_dict(), "device": where}), match_cfg
         )
-        events[where] = confident_events(lineage, match_cfg)
+        events[side] = confident_events(lineage, match_cfg)
         print(
             f"tracked on {where}: {time.perf_counter() - start:.1f} s, "
-            f"{len(events[where])} confident events"
+            f"{len(events[side])} confident events"
         )
-    same = events["cpu"] == events[device]
-    differ = len(events["cpu"] ^ events[device])
+    same = events["reference"] == events["device"]
+    differ = len(events["reference"] ^ events["device"])
     print(f"confident events the same on both: {'yes' if same else f'no ({differ} differ)'}")
     return 0
 
