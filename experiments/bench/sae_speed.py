@@ -11,7 +11,7 @@ For each shape it times, with the same threads and data:
 Prints steps/s, samples/s and step / matmul ratios (median of round-robin repeats), then the
 fit's fixed cost (its final pass) in steps.
 
-    python experiments/bench/sae_speed.py [--repeats 20]
+    python experiments/bench/sae_speed.py [--repeats 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -31,17 +31,20 @@ SHAPES = [(128, 2048, 32, 4096), (512, 8192, 64, 4096)]
 FIT_SAMPLES = 16_384
 
 
-def timed(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each variant. Variants run round-robin, so a noisy neighbour slows
-    them all alike and the ratios stay fair; the median shrugs off single outliers."""
+def timed(
+    variants: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float]
+) -> dict[str, float]:
+    """Median seconds of each variant on `clock`. Variants run round-robin, so a noisy
+    neighbour slows them all alike and the ratios stay fair; the median shrugs off single
+    outliers."""
     for fn in variants.values():
         fn(), fn()  # warm-up: allocator, thread pool, first-call dispatch
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -91,9 +94,21 @@ def dense_pass(sae: TopKSAE, x: torch.Tensor) -> Callable[[], object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's); with 1, CPU time is timed"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # One thread: the process's CPU time, which a busy machine does not inflate as it does
+    # the wall clock. More: wall-clock time (CPU time would add the threads' times up).
+    one = torch.get_num_threads() == 1
+    clock = time.process_time if one else time.perf_counter
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
+        f"{'CPU time' if one else 'wall-clock time'}"
+    )
     header = (
         f"{'shape (d, d_sae, k, batch)':<28}{'variant':<26}"
         f"{'steps/s':>9}{'samples/s':>12}{'ratio':>8}"
@@ -116,7 +131,7 @@ def main() -> None:
         x_all = torch.randn(FIT_SAMPLES, d) / d**0.5
         variants["final pass, active latents"] = lambda: _measure(fitted, x_all, 0, 0.0)  # noqa: B023
         variants["final pass, dense latents"] = dense_pass(fitted, x_all)
-        seconds_by_name = timed(variants, args.repeats)
+        seconds_by_name = timed(variants, args.repeats, clock)
         unit = seconds_by_name["dense matmul (unit)"]
         step = seconds_by_name["ours, no dead latents"]
         shape = f"({d}, {d_sae}, {k}, {batch})"
