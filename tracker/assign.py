@@ -53,7 +53,7 @@ def neighbours(A_FD: Tensor, B_FD: Tensor, c: int) -> Neighbours:
     """
     n_a, n_b = A_FD.shape[0], B_FD.shape[0]
     c_prev, c_next = min(c, n_b), min(c, n_a)
-    buf = torch.empty(min(ROWS, n_a) * min(COLS, n_b), dtype=A_FD.dtype)
+    buf = torch.empty(min(ROWS, n_a) * min(COLS, n_b), dtype=A_FD.dtype, device=A_FD.device)
     Bt = B_FD.t()
     of_prev, of_prev_cos = [], []
     col_val: list[list[Tensor]] = [[] for _ in range(0, n_b, COLS)]
