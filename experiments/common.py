@@ -27,8 +27,12 @@ class RunFiles:
     run: str
 
     @property
+    def run_dir(self) -> Path:
+        return Path(self.root) / self.run
+
+    @property
     def db(self) -> Path:
-        return Path(self.root) / self.run / "lineage.duckdb"
+        return self.run_dir / "lineage.duckdb"
 
 
 def geometric(last: int, count: int) -> set[int]:

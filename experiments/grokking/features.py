@@ -27,7 +27,7 @@ def feature_maps(cfg: GrokConfig, keys: list[int], writer: Writer) -> pl.DataFra
     all maps at once would not fit in memory at p = 113)."""
     reader = open_db(cfg.db)
     p, layer = cfg.p, LAYERS[cfg.layer]
-    folder = cfg.root / cfg.run / "activations" / layer
+    folder = cfg.run_dir / "activations" / layer
     labels = []
     for step in reader.checkpoints(cfg.run, layer)["step"].to_list():
         features = reader.features(cfg.run, layer, step)

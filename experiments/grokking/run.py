@@ -28,7 +28,7 @@ def run(cfg: GrokConfig, progress: bool = True) -> dict[str, Any]:
     labels and feature maps beside the lineage; return `analyse`'s report."""
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    run_dir = cfg.root / cfg.run
+    run_dir = cfg.run_dir
     common.fresh(run_dir)
     pairs, train = split(cfg)
     y = pairs.sum(1) % cfg.p

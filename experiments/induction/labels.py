@@ -67,7 +67,7 @@ def feature_labels(
     later = (torch.arange(tokens.shape[1]) > 0).repeat(tokens.shape[0])
     rows = []
     for layer in LAYERS:
-        folder = cfg.root / cfg.run / "activations" / layer
+        folder = cfg.run_dir / "activations" / layer
         for step in reader.checkpoints(cfg.run, layer)["step"].to_list():
             live = reader.features(cfg.run, layer, step)["feature"].to_list()
             if not live:

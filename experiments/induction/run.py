@@ -68,7 +68,7 @@ def run(cfg: InductionConfig, progress_bar: bool = True) -> dict[str, Any]:
     """Train with the tracker, fit the SAEs, store the measures and labels; return the
     report `analyse` gives."""
     start = time.perf_counter()
-    run_dir = cfg.root / cfg.run
+    run_dir = cfg.run_dir
     common.fresh(run_dir)
     train_text, held_out = corpus()
     held = encode(held_out)
