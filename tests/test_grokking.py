@@ -5,6 +5,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import golden
 import numpy as np
 import polars as pl
 import pytest
@@ -128,6 +129,7 @@ def test_phases_are_measured_on_the_curves():
 def grokked(tmp_path_factory):
     cfg = tiny(tmp_path_factory.mktemp("grok"))
     report = run(cfg, progress=False)
+    golden.check("grokking_tiny", golden.snapshot(cfg.db, cfg.root))
     return cfg, report
 
 

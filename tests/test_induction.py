@@ -4,6 +4,7 @@ run (too short for induction heads to form) that stores what the report and figu
 from dataclasses import replace
 from pathlib import Path
 
+import golden
 import polars as pl
 import pytest
 import torch
@@ -118,6 +119,7 @@ def test_the_phase_change_is_where_the_copying_gain_rises():
 def test_a_tiny_tracked_run_stores_the_measures_labels_and_figure(tmp_path, monkeypatch):
     cfg = tiny(tmp_path)
     report = run(cfg, progress_bar=False)
+    golden.check("induction_tiny", golden.snapshot(cfg.db, tmp_path))
     reader = open_db(cfg.db)
     metrics = reader.metrics(cfg.run)
     names = set(metrics["name"].to_list())

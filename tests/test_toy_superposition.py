@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import golden
 import numpy as np
 import polars as pl
 import pytest
@@ -39,7 +40,9 @@ def test_represented_switches_on_at_the_threshold_and_off_below_half_of_it():
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     cfg = ToyConfig(steps=3000, snapshots=12, sae_steps=400, n_probe=2048, root=str(root))
-    return cfg, run(cfg, progress=False)
+    report = run(cfg, progress=False)
+    golden.check("toy_tiny", golden.snapshot(cfg.db, root))
+    return cfg, report
 
 
 def test_tiny_replay_finds_the_births_of_represented_features(tiny):
