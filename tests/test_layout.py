@@ -34,6 +34,7 @@ STAGES = {
     "store": ["panels", "db", "store", "evidence", "comparison", "across", "reader", "export"],
     "drivers": [
         "resume",
+        "remote",
         "pipeline",
         "fitter",
         "lock",

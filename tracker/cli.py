@@ -26,6 +26,20 @@ EXAMPLES = """examples:
 """
 
 
+def _add_executor_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where the SAE fits run: in this process, or as Ray tasks (pip install "
+        "'.[ray]'; matching and writes stay here)",
+    )
+    sub.add_argument(
+        "--address",
+        help="with --executor ray: a running cluster's address (default: start Ray here)",
+    )
+
+
 def _add_match_options(parser: argparse.ArgumentParser) -> None:
     defaults = MatchConfig()
     group = parser.add_argument_group("match options")
@@ -97,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--layer", help="only this layer of a multi-layer directory")
     _add_sae_options(an)
     _add_match_options(an)
+    _add_executor_options(an)
 
     fr = command(
         "fit", "fit and match the snapshots of a FeatureTracker(fit='defer') run", cmd.fit_command
     )
     fr.add_argument("run_dir", help="the run directory (holds run.json and activations/)")
     fr.add_argument("--db", help="the DuckDB file (default: RUN_DIR/lineage.duckdb)")
+    _add_executor_options(fr)
 
     ca = command(
         "capture",

@@ -49,13 +49,15 @@ def analyze_command(args: argparse.Namespace) -> int:
         sae=sae_config(args, progress=False),
         match=match,
         progress=True,
+        executor=args.executor,
+        address=args.address,
     )
     summary(Path(args.db), match.min_confidence)
     return 0
 
 
 def fit_command(args: argparse.Namespace) -> int:
-    db = fit_run(args.run_dir, args.db, progress=True)
+    db = fit_run(args.run_dir, args.db, progress=True, executor=args.executor, address=args.address)
     summary(db, MatchConfig().min_confidence)
     return 0
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import torch
@@ -21,10 +22,11 @@ from tqdm.auto import tqdm
 from tracker.activations import load_activation_file
 from tracker.chain import Chain
 from tracker.checkpoint import Checkpoint
-from tracker.checks import check_steps
+from tracker.checks import as_activations, check_steps
 from tracker.config import MatchConfig, SAEConfig
 from tracker.links import PARENT_SCHEMA, Link
 from tracker.reader import Reader
+from tracker.remote import RayFits, fit_on_ray
 from tracker.resume import StoredRun
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
@@ -38,6 +40,7 @@ MIN_LIVE_TO_CHECK = 8
 TOP_EXAMPLES = 20
 EXAMPLE_QUANTILES = (0.25, 0.5, 0.75)
 DB_NAME = "lineage.duckdb"
+Executor = Literal["local", "ray"]
 
 
 class Analyzer:
@@ -64,12 +67,17 @@ class Analyzer:
             self.chain, before
         )
 
-    def add(self, step: int, acts: object) -> dict[str, float]:
-        """Fit checkpoint `step`, chain it to the previous ones, write it in one transaction.
-        Returns its summary: live features, stable share, FVU and confident events per kind
-        (what the callback logs through the trainer's logger)."""
+    def add(self, step: int, acts: object, fitted: Checkpoint | None = None) -> dict[str, float]:
+        """Fit checkpoint `step` (or take it `fitted` elsewhere, as by `tracker.remote`),
+        chain it to the previous ones, write it in one transaction. Returns its summary: live
+        features, stable share, FVU and confident events per kind (what the callback logs
+        through the trainer's logger)."""
         prev = self.chain.prev
-        link = self.chain.fit(step, acts, self.sae_config)
+        if fitted is None:
+            link = self.chain.fit(step, acts, self.sae_config)
+        else:
+            x = as_activations(acts, name=f"activations at step {step}")
+            link = self.chain.add(replace(fitted, acts=x))
         cp = link.checkpoint
         assert cp is not None
         prev_step = prev.step if prev is not None else None
@@ -215,19 +223,28 @@ def analyze(
     sae: SAEConfig | None = None,
     match: MatchConfig | None = None,
     progress: bool = False,
+    executor: Executor = "local",
+    address: str | None = None,
 ) -> Writer:
     """Fit, match and store every checkpoint of `source`: a mapping {step: [n, d]} (one
     layer, named `layer` or "default") or an activation directory (all its layers, or only
-    `layer`). Returns the writer of `db`."""
+    `layer`). With executor="ray" the fits are Ray tasks (on the cluster at `address`, or on
+    Ray started here) and a fit that keeps failing goes to the `failures` table while the
+    run goes on (see `tracker.remote`). Returns the writer of `db`."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     layers = _layers(source, layer)
     writer = Writer(db)
     sae, match = sae or SAEConfig(), match or MatchConfig()
     where = str(source) if isinstance(source, str | Path) else "mapping"
     writer.write_run(run, {"sae": sae.to_dict(), "match": match.to_dict(), "source": where})
-    for name, steps in layers.items():
-        analyzer = Analyzer(writer, run, name, sae, match)
-        for step in tqdm(sorted(steps), desc=f"layer {name}", disable=not progress):
-            analyzer.add(step, _load(steps[step]))
+    analyzers = {name: Analyzer(writer, run, name, sae, match) for name in layers}
+    if executor == "ray":
+        fit_on_ray(layers, analyzers, _load, RayFits(sae, match, address=address), progress)
+    else:
+        for name, steps in layers.items():
+            for step in tqdm(sorted(steps), desc=f"layer {name}", disable=not progress):
+                analyzers[name].add(step, _load(steps[step]))
     writer.finish_run(run)
     return writer
 
@@ -252,10 +269,17 @@ def _load(item: object) -> object:
     return load_activation_file(item) if isinstance(item, Path) else item
 
 
-def fit_run(run_dir: str | Path, db: str | Path | None = None, progress: bool = False) -> Path:
+def fit_run(
+    run_dir: str | Path,
+    db: str | Path | None = None,
+    progress: bool = False,
+    executor: Executor = "local",
+    address: str | None = None,
+) -> Path:
     """Fit and match the snapshots a `defer` run saved; returns the database path
     (RUN_DIR/lineage.duckdb by default). The run's own SAE and match configs and metrics
-    are used, so the tables equal what inline or background fitting would have written."""
+    are used, so the tables equal what inline or background fitting would have written.
+    `executor` and `address` as in `analyze`."""
     rd = RunDir(run_dir)
     manifest = rd.read_manifest()
     if manifest is None:
@@ -264,7 +288,14 @@ def fit_run(run_dir: str | Path, db: str | Path | None = None, progress: bool = 
     sae = SAEConfig.from_dict(manifest.get("sae", {}))
     match = MatchConfig.from_dict(manifest.get("match", {}))
     writer = analyze(
-        rd.activations, db_path, manifest["run"], sae=sae, match=match, progress=progress
+        rd.activations,
+        db_path,
+        manifest["run"],
+        sae=sae,
+        match=match,
+        progress=progress,
+        executor=executor,
+        address=address,
     )
     writer.write_metrics(manifest["run"], metrics_frame(rd))
     write_probe(writer, manifest["run"], rd)

@@ -1,0 +1,207 @@
+"""SAE fits as Ray tasks: each (layer, step) fit, with its noise-floor seeds, runs wherever the
+cluster has room; matching and store writes stay on the driver, in step order, while later fits
+are in flight.
+
+Ray is an optional extra (`pip install -e .[ray]`). With no address Ray starts on this machine,
+embedded, and stops with the run; with one (`ray://...` or `auto`) the fits go to that cluster,
+whose workers must see the run's activation files at the same paths. A task that raises or
+whose worker dies is retried (`retries` times); a fit that keeps failing is written to the
+`failures` table and the run goes on, as the callback's background fitting does.
+
+With `SAEConfig.init == "previous"` a layer's fits form a chain (each warm-starts from the one
+before), so one layer's fits run one after another and layers run side by side; with
+`init="random"` every fit is independent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from tracker.activations import load_activation_file
+from tracker.checkpoint import Checkpoint, fit_checkpoint
+from tracker.config import MatchConfig, SAEConfig
+
+log = logging.getLogger(__name__)
+
+WARM_FROM = 3
+"""A warm-started fit is given this many earlier fits of its layer, newest first, and starts
+from the newest that succeeded (in-process fitting starts from the last one written)."""
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(
+            "executor='ray' needs Ray: pip install -e '.[ray]' (or pip install ray)"
+        ) from err
+    return ray
+
+
+@dataclass
+class RayFits:
+    """Fits submitted in the order the driver will use them; `take` returns them in that
+    order. At most `ahead` fits are submitted and not yet taken, so a slow driver never
+    piles the cluster's results up in memory."""
+
+    sae: SAEConfig
+    match: MatchConfig
+    address: str | None = None
+    """A running cluster's address; None starts Ray here, embedded (or uses the Ray this
+    process has already started)."""
+    workers: int | None = None
+    """Embedded only: fits at a time (default: the machine's cores / threads)."""
+    threads: int = 1
+    """CPU threads each fit uses (and asks the cluster for)."""
+    retries: int = 2
+    """Further tries of a fit that raised, and of one whose worker died."""
+    ahead: int | None = None
+    """Fits in flight or done but not yet taken (default: twice the cluster's slots)."""
+    waited: float = 0.0
+    """Seconds the driver spent waiting for a fit (`take`): its idle time."""
+    _started: bool = False
+    _queue: deque[tuple[str, int, Any]] = field(default_factory=deque)
+    _pending: deque[tuple[str, int, object]] = field(default_factory=deque)
+    _chains: dict[str, list[object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ray = _ray()
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"configure_logging": False, "include_dashboard": False}
+            if self.address is None and self.workers is not None:
+                options["num_cpus"] = self.workers * self.threads
+            ray.init(address=self.address, **options)
+            self._started = True
+        resources = ray.cluster_resources()
+        self.gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+        slots = max(1, int(resources.get("CPU", 1) // self.threads))
+        self.ahead = self.ahead or 2 * slots
+        self._task = ray.remote(_fit).options(
+            num_cpus=self.threads,
+            num_gpus=self.gpus,
+            max_retries=self.retries,  # a worker that dies: Ray runs the task again
+        )
+
+    def add(self, layer: str, step: int, source: object) -> None:
+        """Queue the fit of `layer` at `step` on `source` (an activation file's path, or a
+        tensor, which is put in the object store)."""
+        self._queue.append((layer, step, source))
+        self._submit()
+
+    def take(self) -> tuple[str, int, Checkpoint | str]:
+        """The oldest queued fit: (layer, step, its checkpoint without activations, or the
+        error that ended its last try)."""
+        ray = _ray()
+        self._submit()
+        layer, step, ref = self._pending.popleft()
+        start = time.perf_counter()
+        try:
+            done = ray.get(ref)
+            result: Checkpoint | str = done.error if isinstance(done, Failed) else done
+        except Exception as err:  # its worker died on every try
+            result = f"{type(err).__name__}: {err}"
+        self.waited += time.perf_counter() - start
+        self._submit()
+        return layer, step, result
+
+    def close(self) -> None:
+        """Stop Ray if this object started it (cancelling what is still queued)."""
+        self._queue.clear()
+        self._pending.clear()
+        self._chains.clear()
+        if self._started:
+            _ray().shutdown()
+            self._started = False
+
+    def __len__(self) -> int:
+        return len(self._queue) + len(self._pending)
+
+    def _submit(self) -> None:
+        assert self.ahead is not None
+        while self._queue and len(self._pending) < self.ahead:
+            layer, step, source = self._queue.popleft()
+            chain = self._chains.setdefault(layer, [])
+            earlier = list(reversed(chain[-WARM_FROM:])) if self.sae.init == "previous" else []
+            if isinstance(source, Path):
+                source = str(source)
+            tries = self.retries + 1
+            ref = self._task.remote(
+                step, source, self.sae, self.match, self.threads, tries, *earlier
+            )
+            if self.sae.init == "previous":
+                chain.append(ref)
+                del chain[:-WARM_FROM]
+            self._pending.append((layer, step, ref))
+
+
+@dataclass
+class Failed:
+    """What a fit task returns when every try raised: the last error, as text (a task never
+    raises, so that the fits warm-started from it still run)."""
+
+    error: str
+
+
+def _fit(
+    step: int,
+    source: object,
+    sae: SAEConfig,
+    match: MatchConfig,
+    threads: int,
+    tries: int,
+    *earlier: Checkpoint | Failed,
+) -> Checkpoint | Failed:
+    """The task: fit one checkpoint where it runs, warm-started from the newest of `earlier`
+    that succeeded; returned without its activations (the driver reads them itself)."""
+    torch.set_num_threads(threads)
+    previous = next((cp.sae for cp in earlier if isinstance(cp, Checkpoint)), None)
+    error = ""
+    for _ in range(tries):
+        try:
+            acts = load_activation_file(source) if isinstance(source, str) else source
+            cp = fit_checkpoint(step, acts, sae, match, previous)
+        except Exception as err:
+            error = f"{type(err).__name__}: {err}"
+            continue
+        cp.acts = torch.empty(0, cp.acts.shape[1])
+        return cp
+    return Failed(error)
+
+
+def fit_on_ray(
+    layers: Mapping[str, Mapping[int, Any]],
+    analyzers: Mapping[str, Any],
+    load: Callable[[Any], object],
+    fits: RayFits,
+    progress: bool = False,
+) -> None:
+    """Every (layer, step) of `layers` fitted through `fits`, step by step across layers (so
+    that layers run side by side), each chained and written by its layer's
+    `pipeline.Analyzer` in that order on `load`-ed activations; a fit that kept failing goes
+    to the `failures` table. Stops Ray if `fits` started it."""
+    jobs = sorted((step, layer) for layer, steps in layers.items() for step in steps)
+    bar = tqdm(total=len(jobs), desc="checkpoints", disable=not progress)
+    try:
+        for step, layer in jobs:
+            fits.add(layer, step, layers[layer][step])
+        while len(fits):
+            layer, step, result = fits.take()
+            analyzer = analyzers[layer]
+            if isinstance(result, str):
+                log.error("fitting layer %s at step %d failed on Ray: %s", layer, step, result)
+                analyzer.writer.write_failure(analyzer.run, layer, step, result)
+            else:
+                analyzer.add(step, load(layers[layer][step]), result)
+            bar.update()
+    finally:
+        fits.close()
+        bar.close()
