@@ -68,6 +68,8 @@ class RayFits:
     """Fits in flight or done but not yet taken (default: twice the cluster's slots)."""
     waited: float = 0.0
     """Seconds the driver spent waiting for a fit (`take`): its idle time."""
+    task_seconds: list[float] = field(default_factory=list)
+    """Each fit's seconds on its worker, in the order taken."""
     _started: bool = False
     _queue: deque[tuple[str, int, Any]] = field(default_factory=deque)
     _pending: deque[tuple[str, int, object]] = field(default_factory=deque)
@@ -105,8 +107,9 @@ class RayFits:
         layer, step, ref = self._pending.popleft()
         start = time.perf_counter()
         try:
-            done = ray.get(ref)
-            result: Checkpoint | str = done.error if isinstance(done, Failed) else done
+            done: Fitted = ray.get(ref)
+            self.task_seconds.append(done.seconds)
+            result: Checkpoint | str = done.checkpoint or done.error
         except Exception as err:  # its worker died on every try
             result = f"{type(err).__name__}: {err}"
         self.waited += time.perf_counter() - start
@@ -144,11 +147,14 @@ class RayFits:
 
 
 @dataclass
-class Failed:
-    """What a fit task returns when every try raised: the last error, as text (a task never
-    raises, so that the fits warm-started from it still run)."""
+class Fitted:
+    """What a fit task returns: the checkpoint without its activations, or, when every try
+    raised, the last error as text (a task never raises, so that the fits warm-started from
+    it still run); and the task's seconds, wall clock on its worker."""
 
+    checkpoint: Checkpoint | None
     error: str
+    seconds: float
 
 
 def _fit(
@@ -158,12 +164,13 @@ def _fit(
     match: MatchConfig,
     threads: int,
     tries: int,
-    *earlier: Checkpoint | Failed,
-) -> Checkpoint | Failed:
+    *earlier: Fitted,
+) -> Fitted:
     """The task: fit one checkpoint where it runs, warm-started from the newest of `earlier`
     that succeeded; returned without its activations (the driver reads them itself)."""
+    start = time.perf_counter()
     torch.set_num_threads(threads)
-    previous = next((cp.sae for cp in earlier if isinstance(cp, Checkpoint)), None)
+    previous = next((e.checkpoint.sae for e in earlier if e.checkpoint is not None), None)
     error = ""
     for _ in range(tries):
         try:
@@ -173,8 +180,8 @@ def _fit(
             error = f"{type(err).__name__}: {err}"
             continue
         cp.acts = torch.empty(0, cp.acts.shape[1])
-        return cp
-    return Failed(error)
+        return Fitted(cp, "", time.perf_counter() - start)
+    return Fitted(None, error, time.perf_counter() - start)
 
 
 def fit_on_ray(
