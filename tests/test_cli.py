@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from tracker import SAE
+from tracker import SAE, commands
 from tracker.cli import main
 from tracker.synthetic import planted_sparse
 
@@ -120,3 +120,14 @@ def test_runnable_reads_the_kernels_count():
     if not os.path.exists("/proc/loadavg"):
         pytest.skip("no /proc/loadavg off Linux")
     assert _runnable(samples=3, interval=0.0) >= 1  # at least the reading thread itself
+
+
+def test_ctrl_c_exits_130_with_one_line_not_a_traceback(monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "fit_run", interrupted)
+    assert main(["fit", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("tracker fit: interrupted; what was written is kept whole")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -214,6 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"tracker {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"tracker {args.command}: interrupted; what was written is kept whole (each "
+            "checkpoint in one transaction): run the command again to complete it",
+            file=sys.stderr,
+        )
+        return 130
     return code
 
 
