@@ -117,8 +117,11 @@ class RayFits:
         return layer, step, result
 
     def close(self) -> None:
-        """Stop Ray if this object started it (cancelling what is still queued)."""
+        """Cancel the fits not taken (an interrupted run leaves no work on a cluster), and
+        stop Ray if this object started it."""
         self._queue.clear()
+        for _, _, ref in self._pending:
+            _ray().cancel(ref)
         self._pending.clear()
         self._chains.clear()
         if self._started:
