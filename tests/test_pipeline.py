@@ -333,7 +333,7 @@ def test_ctrl_c_stops_a_background_run_without_waiting_for_its_fits(
     release = threading.Event()
     started = []
 
-    def stuck(self, step, acts):  # a fit that would take for ever
+    def stuck(self, step, acts, fitted=None):  # a fit that would take for ever
         started.append(step)
         release.wait()
 
@@ -413,9 +413,9 @@ class CountsThreads(TinyNet):
 def test_fitting_runs_on_its_own_thread_count_and_leaves_trainings(tmp_path, monkeypatch, mode):
     fitting, add = [], Analyzer.add
 
-    def counted(self, step, acts):
+    def counted(self, step, acts, fitted=None):
         fitting.append(torch.get_num_threads())
-        return add(self, step, acts)
+        return add(self, step, acts, fitted)
 
     monkeypatch.setattr(Analyzer, "add", counted)
     before = torch.get_num_threads()
@@ -445,9 +445,9 @@ def test_at_end_leave_returns_without_waiting_and_tracker_fit_completes(
 
     release, add = threading.Event(), Analyzer.add
 
-    def slow(self, step, acts):  # the first fit lasts until the test lets it go
+    def slow(self, step, acts, fitted=None):  # the first fit lasts until the test lets it go
         release.wait()
-        return add(self, step, acts)
+        return add(self, step, acts, fitted)
 
     monkeypatch.setattr(Analyzer, "add", slow)
     worker_done = worker_end(monkeypatch)

@@ -1,5 +1,6 @@
-"""SAE fits as Ray tasks on a 2-worker local cluster: the same tables as in-process fitting,
-a killed worker loses nothing, a fit that keeps failing is recorded and the run goes on."""
+"""SAE fits as Ray tasks on a 2-worker local cluster: the same tables as in-process fitting
+(after training, and in the callback's background mode), a killed worker loses nothing, a fit
+that keeps failing is recorded and the run goes on."""
 
 import os
 import signal
@@ -10,8 +11,11 @@ from pathlib import Path
 import golden
 import numpy as np
 import pytest
-from tiny import one_of_each
+import torch
+from lightning.pytorch import seed_everything
+from tiny import TinyNet, dataset, loader, one_of_each, trainer
 
+from tracker.callback import FeatureTracker
 from tracker.cli import main
 from tracker.config import SAEConfig
 from tracker.pipeline import analyze
@@ -60,15 +64,29 @@ def test_ray_fits_write_the_tables_of_in_process_fits(cluster, planted, tmp_path
     assert ray.is_initialized()  # a Ray the caller started is left running
 
 
+def _descends_from_us(pid: int) -> bool:
+    """Whether process `pid` was started by this one (the embedded Ray's workers are), so
+    that the test never kills a fit of another Ray on the machine."""
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def _kill_first_fit(killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the first worker seen running a fit task (its title is `ray::_fit`)."""
+    """SIGKILL the first worker of this test's Ray seen running a fit (title `ray::_fit`)."""
     while not stop.is_set() and not killed:
-        for pid in os.listdir("/proc"):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 title = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except (OSError, ValueError):
+            except OSError:
                 continue
-            if pid.isdigit() and title.startswith(b"ray::_fit"):
+            if title.startswith(b"ray::_fit") and _descends_from_us(int(pid)):
                 os.kill(int(pid), signal.SIGKILL)
                 killed.append(int(pid))
                 return
@@ -121,3 +139,34 @@ def test_the_cli_fits_on_ray_and_an_unknown_executor_is_named(cluster, planted, 
     assert "run 'p' layer 'a': 4 checkpoints" in capsys.readouterr().out
     with pytest.raises(ValueError, match="executor must be 'local' or 'ray', got 'dask'"):
         analyze(planted / "acts", tmp_path / "x.duckdb", "p", sae=SAE, executor="dask")  # type: ignore[arg-type]
+
+
+def _train(root: Path, **options) -> Path:
+    """The tiny net trained 12 steps with background fitting of its first layer."""
+    seed_everything(0)
+    tracker = FeatureTracker(
+        layers=["body.0"],
+        probe=dataset(128, seed=1).tensors[0],
+        schedule=[0, 4, 8],
+        run="r",
+        root=root,
+        sae=SAEConfig(d_sae=16, k=2, steps=60, batch_size=64, init="previous"),
+        fit="background",
+        queue_size=1,
+        threads=1,  # as Ray's tasks: equal tables must not hang on summation order
+        **options,
+    )
+    trainer(root, max_steps=12, callbacks=[tracker]).fit(TinyNet(), loader())
+    return root / "r" / "lineage.duckdb"
+
+
+def test_background_fitting_on_ray_writes_the_tables_of_local_background_fitting(cluster, tmp_path):
+    local = _train(tmp_path / "local")
+    remote = _train(tmp_path / "ray", executor="ray")
+    want = golden.snapshot(local, tmp_path / "local")
+    assert golden.differences(golden.snapshot(remote, tmp_path / "ray"), want) == []
+    reader = open_db(remote)
+    assert reader.checkpoints("r")["step"].to_list() == [0, 4, 8, 12]
+    assert reader.sql("SELECT count(*) AS n FROM metrics")["n"][0] > 0
+    with pytest.raises(ValueError, match="executor='ray' runs background fits: give fit="):
+        FeatureTracker(layers=["body.0"], probe=torch.zeros(4, 6), fit="inline", executor="ray")

@@ -17,13 +17,14 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tracker.capture import Selector, capture, gather_rows, resolve_modules, selectors_for
-from tracker.checks import check_choice, check_positive, check_share, check_threads, usable_cores
+from tracker.checks import check_options, check_rows, check_share, check_threads, usable_cores
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
+from tracker.pipeline import Executor
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
-from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, watched_layers
+from tracker.snapshots import MetricsBuffer, RunDir, watched_layers
 from tracker.text import TextProbe
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class FeatureTracker(Callback):
             runs (it sleeps between SAE steps; 1.0 on a GPU or spare cores); flat out after.
         at_end: background mode: "wait" (default) fits what is left before `trainer.fit`
             returns; "leave" returns within seconds, leaving it for `tracker fit RUN_DIR`.
+        executor, address: background mode: "ray" runs the fits as Ray tasks (on the cluster
+            at `address`, or on Ray started here; `share` and `threads` do not apply to them).
 
     Raises:
         ValueError: at construction for bad arguments; before training starts for an unknown
@@ -109,20 +112,19 @@ class FeatureTracker(Callback):
         threads: int | None = None,
         share: float = 0.25,
         at_end: Literal["wait", "leave"] = "wait",
+        executor: Executor = "local",
+        address: str | None = None,
         modules: Sequence[str] | None = None,
     ) -> None:
         names = watched_layers(layers, modules)
         if not run or "/" in run or run in (".", ".."):
             raise ValueError(f"run must be a plain name (no '/'), got {run!r}")
-        check_choice("fit", fit, ("inline", "background", "defer"))
-        check_choice("at_end", at_end, ("wait", "leave"))
-        check_choice("dtype", dtype, sorted(DTYPES))
-        check_positive("queue_size", queue_size)
-        check_positive("metrics_every", metrics_every)
+        check_options(fit, at_end, executor, queue_size, dtype, metrics_every)
         background_threads = max(1, usable_cores() // 2) if fit == "background" else None
         self.fit_threads = check_threads(threads) or background_threads
         self.at_end = at_end
-        self.share = check_share("share", share)
+        self._fitting: dict[str, Any] = dict(queue_size=queue_size, executor=executor)
+        self._fitting |= dict(share=check_share("share", share), address=address)
         selectors = selectors_for(names, select)
         self.layers = names
         """The watched layers: module names from `model.named_modules()`."""
@@ -135,7 +137,6 @@ class FeatureTracker(Callback):
         self.sae = SAEConfig.given(sae, "sae")
         self.fit_mode = fit
         self.match = MatchConfig.given(match, "match")
-        self.queue_size = queue_size
         self._fitter: SnapshotFitter | None = None
         self._lock = RunLock(self.run_dir.path, run)
         self.dtype = dtype
@@ -188,9 +189,8 @@ class FeatureTracker(Callback):
                     self.sae,
                     self.match,
                     background=self.fit_mode == "background",
-                    queue_size=self.queue_size,
                     threads=self.fit_threads,
-                    share=self.share,
+                    **self._fitting,
                 )
 
     def _dry_run(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int]:
@@ -200,11 +200,7 @@ class FeatureTracker(Callback):
         first = next(iter(self.probe.batches(range(n_first))))
         acts = self._capture(trainer, pl_module, iter([first]))
         for name, x in acts.items():
-            if x.shape[0] % n_first:
-                raise ValueError(
-                    f"module {name!r} gave {x.shape[0]} rows for {n_first} probe inputs: "
-                    "is it called more than once per forward?"
-                )
+            check_rows(name, x.shape[0], n_first, None)
             self.rows[name] = x.shape[0] // n_first
         return {name: x.shape[1] for name, x in acts.items()}
 
@@ -280,11 +276,7 @@ class FeatureTracker(Callback):
                 for name, x in acts.items()
             }
         for name, x in acts.items():
-            if x.shape[0] != self.n_probe * self.rows[name]:
-                raise ValueError(
-                    f"module {name!r} gave {x.shape[0]} rows for {self.n_probe} probe inputs "
-                    f"({self.rows[name]} each): is it called more than once per forward?"
-                )
+            check_rows(name, x.shape[0], self.n_probe, self.rows[name])
         self.taken.add(step)
         self._metrics.record(step, trainer.callback_metrics)
         if trainer.is_global_zero:

@@ -101,6 +101,31 @@ def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
         raise ValueError(f"{name} must be {options}, got {value!r}")
 
 
+def check_options(
+    fit: str, at_end: str, executor: str, queue_size: int, dtype: str, metrics_every: int
+) -> None:
+    """The callback's options with fixed choices or signs, each problem in one line."""
+    check_choice("fit", fit, ("inline", "background", "defer"))
+    check_choice("at_end", at_end, ("wait", "leave"))
+    check_choice("executor", executor, ("local", "ray"))
+    if executor == "ray" and fit != "background":
+        raise ValueError(f"executor='ray' runs background fits: give fit='background', not {fit!r}")
+    check_positive("queue_size", queue_size)
+    check_choice("dtype", dtype, ("float16", "float32"))
+    check_positive("metrics_every", metrics_every)
+
+
+def check_rows(layer: str, rows: int, inputs: int, each: int | None) -> None:
+    """A watched module's rows for `inputs` probe inputs: a whole number per input (`each`,
+    once known), or it ran more than once per forward."""
+    if (rows % inputs) if each is None else rows != inputs * each:
+        per = "" if each is None else f" ({each} each)"
+        raise ValueError(
+            f"module {layer!r} gave {rows} rows for {inputs} probe inputs{per}: "
+            "is it called more than once per forward?"
+        )
+
+
 def check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ValueError(f"{name} must be positive, got {value}")

@@ -11,11 +11,20 @@ from typing import Any
 
 import torch
 
+from tracker.checkpoint import Checkpoint
 from tracker.checks import torch_threads
 from tracker.config import MatchConfig, SAEConfig
 from tracker.pace import Pacer, Stopped, paced
-from tracker.pipeline import DB_NAME, Analyzer, metrics_frame, read_snapshot, write_probe
+from tracker.pipeline import (
+    DB_NAME,
+    Analyzer,
+    Executor,
+    metrics_frame,
+    read_snapshot,
+    write_probe,
+)
 from tracker.reader import Reader
+from tracker.remote import RayFits
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
 
@@ -47,6 +56,8 @@ class SnapshotFitter:
         queue_size: int = 64,
         threads: int | None = None,
         share: float = 1.0,
+        executor: Executor = "local",
+        address: str | None = None,
     ) -> None:
         self.run_dir, self.run = run_dir, run
         self.pacer = Pacer(share)
@@ -76,6 +87,10 @@ class SnapshotFitter:
         self._queue: queue.Queue[int] | None = None
         self._waiting: list[int] = []
         self._worker: threading.Thread | None = None
+        self._fits: RayFits | None = None
+        """executor="ray" (background only): the worker thread submits Ray fits."""
+        if executor == "ray":
+            self._fits = RayFits(sae, match, address=address)
         if background:
             self._queue = queue.Queue(maxsize=queue_size)
             self._worker = threading.Thread(target=self._work, name="tracker-fit", daemon=True)
@@ -143,6 +158,8 @@ class SnapshotFitter:
             if not self._finished.is_set():  # the fit it was left to: never touch its file
                 self._warn_missing()
                 return
+        if self._fits is not None:
+            self._fits.close()
         self._record(lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir)))
         self._record(lambda: self.writer.finish_run(self.run))
         self._warn_missing()
@@ -182,7 +199,10 @@ class SnapshotFitter:
             if self.threads is not None:
                 torch.set_num_threads(self.threads)  # this thread's count only
             with paced(self.pacer):
-                self._work_through()
+                if self._fits is None:
+                    self._work_through()
+                else:
+                    self._work_through_ray()
         except Stopped:
             log.info("tracker: the fit under way was stopped; its snapshot is left on disk")
         finally:
@@ -199,6 +219,53 @@ class SnapshotFitter:
             except Exception:  # the worker outlives any step: training must never wait on it
                 self.failures += 1
                 log.exception("fitting step %d failed", step)
+
+    def _work_through_ray(self) -> None:
+        """Ray mode: submit the fits of every step queued, then take them in order, taking
+        in the steps queued meanwhile (so later snapshots' fits run while one is matched)."""
+        fits, steps = self._fits, self._queue
+        assert fits is not None and steps is not None
+        ended = False
+
+        def pull(block: bool) -> None:
+            nonlocal ended
+            if self._stopping:  # interrupted: leave the fits in flight (close cancels them)
+                raise Stopped
+            while not ended:
+                try:
+                    step = steps.get(block=block)
+                except queue.Empty:
+                    return
+                block = False
+                ended = step == _STOP
+                if not ended and not self._stopping:
+                    try:
+                        self._submit_ray(step)
+                    except Exception:  # as in-process: the worker outlives any step
+                        self.failures += 1
+                        log.exception("submitting step %d to Ray failed", step)
+
+        while not self._stopping and (len(fits) or not ended):
+            if not len(fits):
+                pull(block=True)
+                continue
+            layer, step, fitted = fits.take(poll=lambda: pull(block=False))
+            if not self._stopping:
+                self._add(layer, step, fitted)
+            if not self._stopping and layer == list(self.analyzers)[-1]:
+                self._record(
+                    lambda: self.writer.write_metrics(self.run, metrics_frame(self.run_dir))
+                )
+
+    def _submit_ray(self, step: int) -> None:
+        assert self._fits is not None
+        if not self._resumed:  # a resumed run's holes are fitted here first, in order
+            self._resumed = True
+            self._catch_up(step)
+        for layer, analyzer in self.analyzers.items():
+            prev = analyzer.chain.prev
+            path = self.run_dir.activation_path(layer, step)
+            self._fits.add(layer, step, path, None if prev is None else prev.sae)
 
     def _record(self, write: Callable[[], None]) -> None:
         """A write of a record (failure, metrics) whose own failure is logged, not raised."""
@@ -245,9 +312,14 @@ class SnapshotFitter:
                 self.submitted.append(earlier)
                 self._add(layer, earlier)
 
-    def _add(self, layer: str, step: int) -> None:
+    def _add(self, layer: str, step: int, fitted: Checkpoint | str | None = None) -> None:
+        """Fit (or take `fitted`: a Ray fit, or the error that ended it), chain and write
+        one checkpoint; a failure is logged and recorded."""
         try:
-            numbers = self.analyzers[layer].add(step, read_snapshot(self.run_dir, layer, step))
+            if isinstance(fitted, str):
+                raise RuntimeError(f"the fit failed on Ray: {fitted}")
+            acts = read_snapshot(self.run_dir, layer, step)
+            numbers = self.analyzers[layer].add(step, acts, fitted)
             self.done.add((layer, step))
             self.summaries.put((layer, step, numbers))
         except Exception as err:  # a failed fit must not stop training

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from tracker.activations import load_activation_file
 from tracker.checkpoint import Checkpoint, fit_checkpoint
 from tracker.config import MatchConfig, SAEConfig
+from tracker.sae import SAE
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +94,27 @@ class RayFits:
             max_retries=self.retries,  # a worker that dies: Ray runs the task again
         )
 
-    def add(self, layer: str, step: int, source: object) -> None:
+    def add(self, layer: str, step: int, source: object, previous: SAE | None = None) -> None:
         """Queue the fit of `layer` at `step` on `source` (an activation file's path, or a
-        tensor, which is put in the object store)."""
+        tensor, which is put in the object store). `previous`: the SAE the layer's first fit
+        here warm-starts from (a resumed run's last checkpoint), with init="previous"."""
+        chain = self._chains.setdefault(layer, [])
+        if not chain and previous is not None and self.sae.init == "previous":
+            seen = Checkpoint(-1, previous, torch.empty(0, previous.d))
+            chain.append(_ray().put(Fitted(seen, "", 0.0)))
         self._queue.append((layer, step, source))
         self._submit()
 
-    def take(self) -> tuple[str, int, Checkpoint | str]:
+    def take(self, poll: Callable[[], None] | None = None) -> tuple[str, int, Checkpoint | str]:
         """The oldest queued fit: (layer, step, its checkpoint without activations, or the
-        error that ended its last try)."""
+        error that ended its last try). While it runs, `poll` is called every 0.2 s (to
+        queue more fits)."""
         ray = _ray()
         self._submit()
         layer, step, ref = self._pending.popleft()
         start = time.perf_counter()
+        while poll is not None and not ray.wait([ref], timeout=0.2)[0]:
+            poll()
         try:
             done: Fitted = ray.get(ref)
             self.task_seconds.append(done.seconds)
