@@ -68,3 +68,24 @@ def test_neighbours_tile_by_tile_equal_the_whole_matrix(monkeypatch, rows, cols)
     torch.testing.assert_close(cos.gather(1, nb.of_prev), cos.topk(6, dim=1).values)
     torch.testing.assert_close(cos.t().gather(1, nb.of_next), cos.topk(6, dim=0).values.t())
     assert nb.of_prev.shape == (50, 6) and nb.of_next.shape == (33, 6)
+
+
+def test_wide_dictionaries_are_searched_in_bfloat16_and_reranked_exactly(monkeypatch):
+    monkeypatch.setattr("tracker.assign.APPROX_FROM", 1)  # every size takes the wide path
+    monkeypatch.setattr("tracker.assign.ROWS", 64)
+    monkeypatch.setattr("tracker.assign.COLS", 96)
+    g = torch.Generator().manual_seed(0)
+    A = unit(torch.randn(300, 64, generator=g))
+    order = torch.randperm(300, generator=g)
+    B = unit(A[order] + 0.2 * torch.randn(300, 64, generator=g) / 8)  # B[i] drifted A[order[i]]
+    nb = neighbours(A, B, 4)
+    # Each feature's drifted self (cosine ~0.98 against ~0.1 for the rest) is found both ways.
+    assert (nb.of_next[:, 0] == order).all()
+    assert (order[nb.of_prev[:, 0]] == torch.arange(300)).all()
+    # Every cosine returned is the exact float32 one of the pair it names, best first.
+    cos = A.double() @ B.double().t()
+    exact = {"rtol": 0, "atol": 1e-6}  # float32's own rounding, not bfloat16's (~4e-3)
+    torch.testing.assert_close(nb.of_prev_cos.double(), cos.gather(1, nb.of_prev), **exact)
+    torch.testing.assert_close(nb.of_next_cos.double(), cos.t().gather(1, nb.of_next), **exact)
+    assert (nb.of_prev_cos.diff(dim=1) <= 0).all() and nb.of_prev.shape == (300, 4)
+    assert nb.of_prev_cos.dtype == torch.float32
