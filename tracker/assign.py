@@ -9,6 +9,8 @@ above the threshold, so they agree wherever both apply.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -52,19 +54,34 @@ class Assignment(NamedTuple):
 def neighbours(A_FD: Tensor, B_FD: Tensor, c: int) -> Neighbours:
     """Top-c cosine neighbours of every row of A in B and of B in A.
 
-    Exact below `APPROX_FROM` entries. From there, each side's `WIDEN` x c candidates are
-    found in bfloat16 (products at 2.4x float32's speed on this project's CPUs) and re-ranked
+    Exact below `APPROX_FROM` entries. From there, where bfloat16 products are fast
+    (`bf16_fast`), each side's `WIDEN` x c candidates are found in bfloat16 (products at 2.4x
+    float32's speed on this project's CPUs) and re-ranked
     exactly in float32, so every cosine returned is exact and only a neighbour that bfloat16
     ranked below the wider cut can be missed (recall against the exact search in
     experiments/bench/match_scale.py).
     """
-    exact = A_FD.shape[0] * B_FD.shape[0] < APPROX_FROM or A_FD.dtype != torch.float32
-    if exact:
+    small = A_FD.shape[0] * B_FD.shape[0] < APPROX_FROM
+    if small or A_FD.dtype != torch.float32 or not bf16_fast(A_FD.device.type):
         return _search(A_FD, B_FD, c)
     rough = _search(A_FD.bfloat16(), B_FD.bfloat16(), WIDEN * c)
     return Neighbours(
         *_rerank(A_FD, B_FD, rough.of_prev, c), *_rerank(B_FD, A_FD, rough.of_next, c)
     )
+
+
+@functools.cache
+def bf16_fast(device_type: str) -> bool:
+    """Whether this machine multiplies bfloat16 in hardware: a CUDA GPU that supports it, or
+    an x86 CPU with AVX512-BF16 or AMX (elsewhere bfloat16 products are emulated, and slower
+    than float32's: float16 ran at a fifth of float32's speed on this project's CPUs)."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _search(A_FD: Tensor, B_FD: Tensor, c: int) -> Neighbours:
