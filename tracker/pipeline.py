@@ -239,13 +239,18 @@ def analyze(
     where = str(source) if isinstance(source, str | Path) else "mapping"
     writer.write_run(run, {"sae": sae.to_dict(), "match": match.to_dict(), "source": where})
     analyzers = {name: Analyzer(writer, run, name, sae, match) for name in layers}
-    if executor == "ray":
-        fit_on_ray(layers, analyzers, _load, RayFits(sae, match, address=address), progress)
-    else:
-        for name, steps in layers.items():
-            for step in tqdm(sorted(steps), desc=f"layer {name}", disable=not progress):
-                analyzers[name].add(step, _load(steps[step]))
-    writer.finish_run(run)
+    fits = RayFits(sae, match, address=address) if executor == "ray" else None
+    try:
+        if fits is not None:
+            fit_on_ray(layers, analyzers, _load, fits, progress)
+        else:
+            for name, steps in layers.items():
+                for step in tqdm(sorted(steps), desc=f"layer {name}", disable=not progress):
+                    analyzers[name].add(step, _load(steps[step]))
+        writer.finish_run(run)
+    finally:  # Ray stops last: a Ctrl-C while it does finds everything written
+        if fits is not None:
+            fits.close()
     return writer
 
 
@@ -287,7 +292,10 @@ def fit_run(
     db_path = Path(db) if db is not None else rd.path / DB_NAME
     sae = SAEConfig.from_dict(manifest.get("sae", {}))
     match = MatchConfig.from_dict(manifest.get("match", {}))
-    writer = analyze(
+    writer = Writer(db_path)  # the run's records first: what Ray's end may cut short is none
+    writer.write_metrics(manifest["run"], metrics_frame(rd))
+    write_probe(writer, manifest["run"], rd)
+    analyze(
         rd.activations,
         db_path,
         manifest["run"],
@@ -297,8 +305,6 @@ def fit_run(
         executor=executor,
         address=address,
     )
-    writer.write_metrics(manifest["run"], metrics_frame(rd))
-    write_probe(writer, manifest["run"], rd)
     return db_path
 
 

@@ -206,7 +206,7 @@ def fit_on_ray(
     """Every (layer, step) of `layers` fitted through `fits`, step by step across layers (so
     that layers run side by side), each chained and written by its layer's
     `pipeline.Analyzer` in that order on `load`-ed activations; a fit that kept failing goes
-    to the `failures` table. Stops Ray if `fits` started it."""
+    to the `failures` table."""
     jobs = sorted((step, layer) for layer, steps in layers.items() for step in steps)
     bar = tqdm(total=len(jobs), desc="checkpoints", disable=not progress)
     try:
@@ -222,5 +222,4 @@ def fit_on_ray(
                 analyzer.add(step, load(layers[layer][step]), result)
             bar.update()
     finally:
-        fits.close()
         bar.close()

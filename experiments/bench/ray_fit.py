@@ -53,6 +53,7 @@ def on_ray(acts: Path, db: Path, sae: SAEConfig, workers: int, threads: int) -> 
     fit_on_ray(layers, analyzers, load_activation_file, fits)
     end = time.perf_counter()
     writer.finish_run("bench")
+    fits.close()
     loop = end - started
     tasks = fits.task_seconds
     return {
