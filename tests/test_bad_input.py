@@ -3,6 +3,7 @@ one CLI line and exit 2) that names the problem, and writes nothing."""
 
 import json
 import re
+import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,13 @@ def run_dir_with(tmp: Path, manifest: str) -> Path:
     (tmp / "rd").mkdir()
     (tmp / "rd" / "run.json").write_text(manifest)
     return tmp / "rd"
+
+
+def closed_port() -> str:
+    """host:port where nothing listens (a port the system just handed out and took back)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 def sqlite_file(path: Path) -> None:
@@ -405,6 +413,18 @@ CASES = [
         lambda t: MatchConfig(tau_match=1.5),
         ValueError,
         r"MatchConfig.tau_match must be in \[0, 1\], got 1.5",
+    ),  # Ray
+    Case(
+        "Ray cluster address where no cluster answers",
+        lambda t: analyze({0: X}, t / "x.duckdb", "r", executor="ray", address=closed_port()),
+        ConnectionError,
+        r"no Ray cluster answers at 127.0.0.1:\d+ \(Connection refused\): start one with `ray st",
+    ),
+    Case(
+        "Ray cluster address that is not one",
+        lambda t: analyze({0: X}, t / "x.duckdb", "r", executor="ray", address="head-node"),
+        ValueError,
+        r"Ray address 'head-node': expected host:port, ray://host:port or auto",
     ),
 ]
 

@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(threads)
     try:
         code: int = args.run_fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, ConnectionError, ImportError) as err:
         print(f"tracker {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from tracker.checks import as_activations, check_steps
 from tracker.config import MatchConfig, SAEConfig
 from tracker.links import PARENT_SCHEMA, Link
 from tracker.reader import Reader
-from tracker.remote import RayFits, fit_on_ray
+from tracker.remote import RayFits, fit_on_ray, preflight
 from tracker.resume import StoredRun
 from tracker.snapshots import RunDir, scan_activation_dir
 from tracker.store import Writer
@@ -234,13 +234,13 @@ def analyze(
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     layers = _layers(source, layer)
-    writer = Writer(db)
     sae, match = sae or SAEConfig(), match or MatchConfig()
-    where = str(source) if isinstance(source, str | Path) else "mapping"
-    writer.write_run(run, {"sae": sae.to_dict(), "match": match.to_dict(), "source": where})
-    analyzers = {name: Analyzer(writer, run, name, sae, match) for name in layers}
-    fits = RayFits(sae, match, address=address) if executor == "ray" else None
+    fits = RayFits(sae, match, address=address) if executor == "ray" else None  # before writing
     try:
+        writer = Writer(db)
+        where = str(source) if isinstance(source, str | Path) else "mapping"
+        writer.write_run(run, {"sae": sae.to_dict(), "match": match.to_dict(), "source": where})
+        analyzers = {name: Analyzer(writer, run, name, sae, match) for name in layers}
         if fits is not None:
             fit_on_ray(layers, analyzers, _load, fits, progress)
         else:
@@ -292,6 +292,8 @@ def fit_run(
     db_path = Path(db) if db is not None else rd.path / DB_NAME
     sae = SAEConfig.from_dict(manifest.get("sae", {}))
     match = MatchConfig.from_dict(manifest.get("match", {}))
+    if executor == "ray":
+        preflight(address)
     writer = Writer(db_path)  # the run's records first: what Ray's end may cut short is none
     writer.write_metrics(manifest["run"], metrics_frame(rd))
     write_probe(writer, manifest["run"], rd)

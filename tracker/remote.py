@@ -16,6 +16,7 @@ before), so one layer's fits run one after another and layers run side by side; 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -36,6 +37,36 @@ log = logging.getLogger(__name__)
 WARM_FROM = 3
 """A warm-started fit is given this many earlier fits of its layer, newest first, and starts
 from the newest that succeeded (in-process fitting starts from the last one written)."""
+
+
+CONNECT_SECONDS = 5.0
+"""How long a cluster's address may take to answer before the run says it cannot be reached
+(Ray itself retries for minutes, printing warnings)."""
+
+
+def preflight(address: str | None) -> None:
+    """Before anything is written: Ray can be imported, and the cluster at `address` (if
+    one is given) answers."""
+    _ray()
+    if address is not None:
+        check_address(address)
+
+
+def check_address(address: str) -> None:
+    """A cluster address naming host:port (or ray://host:port) must accept a connection
+    within `CONNECT_SECONDS`; "auto" is left to Ray."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({err.strerror or err}): start one with "
+            "`ray start --head`, or leave the address out to start Ray here"
+        ) from err
 
 
 def _ray() -> Any:
@@ -78,6 +109,8 @@ class RayFits:
 
     def __post_init__(self) -> None:
         ray = _ray()
+        if self.address is not None:
+            check_address(self.address)
         if not ray.is_initialized():
             options: dict[str, Any] = {"configure_logging": False, "include_dashboard": False}
             if self.address is None and self.workers is not None:
