@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -31,29 +32,44 @@ def select_topk(pre_BF: Tensor, k: int) -> Tensor:
 
 @dataclass(frozen=True)
 class ActivePattern:
-    """Which k latents are active in each of B rows, in both CSR orientations."""
+    """Which k latents are active in each of B rows, in both CSR orientations (the
+    transposed one built on first use: only a backward pass reads it, and the pass that ends
+    every fit spent 5% of its time building it for nothing)."""
 
     idx_BK: Tensor
     """Active latent indices, sorted within each row."""
     d_sae: int
     crow: Tensor
     """[B + 1] row pointers of the [B, d_sae] matrix (k entries per row)."""
-    t_crow: Tensor
-    """[d_sae + 1] row pointers of the transposed [d_sae, B] matrix."""
-    t_col: Tensor
-    """[B·k] sample index of each entry of the transposed matrix, latent-major."""
-    t_perm: Tensor
-    """[B·k] where each latent-major entry sits in the row-major value order."""
 
     @classmethod
     def build(cls, idx_BK: Tensor, d_sae: int) -> ActivePattern:
         n_rows, k = idx_BK.shape
-        flat = idx_BK.reshape(-1)
+        crow = torch.arange(0, n_rows * k + 1, k, device=idx_BK.device, dtype=torch.int64)
+        return cls(idx_BK, d_sae, crow)
+
+    @cached_property
+    def _transposed(self) -> tuple[Tensor, Tensor, Tensor]:
+        flat = self.idx_BK.reshape(-1)
         perm = flat.argsort(stable=True)
-        t_crow = torch.zeros(d_sae + 1, dtype=torch.int64, device=flat.device)
-        t_crow[1:] = torch.bincount(flat, minlength=d_sae).cumsum(0)
-        crow = torch.arange(0, n_rows * k + 1, k, device=flat.device, dtype=torch.int64)
-        return cls(idx_BK, d_sae, crow, t_crow, perm // k, perm)
+        t_crow = torch.zeros(self.d_sae + 1, dtype=torch.int64, device=flat.device)
+        t_crow[1:] = torch.bincount(flat, minlength=self.d_sae).cumsum(0)
+        return t_crow, perm // self.idx_BK.shape[1], perm
+
+    @property
+    def t_crow(self) -> Tensor:
+        """[d_sae + 1] row pointers of the transposed [d_sae, B] matrix."""
+        return self._transposed[0]
+
+    @property
+    def t_col(self) -> Tensor:
+        """[B·k] sample index of each entry of the transposed matrix, latent-major."""
+        return self._transposed[1]
+
+    @property
+    def t_perm(self) -> Tensor:
+        """[B·k] where each latent-major entry sits in the row-major value order."""
+        return self._transposed[2]
 
     def rows(self, values_BK: Tensor) -> Tensor:
         """The [B, d_sae] CSR matrix with `values_BK[b, j]` at column `idx_BK[b, j]`."""
