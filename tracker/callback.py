@@ -17,14 +17,21 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tracker.capture import Selector, capture, gather_rows, resolve_modules, selectors_for
-from tracker.checks import check_options, check_rows, check_share, check_threads, usable_cores
+from tracker.checks import (
+    check_choice,
+    check_options,
+    check_rows,
+    check_share,
+    check_threads,
+    usable_cores,
+)
 from tracker.config import MatchConfig, SAEConfig
 from tracker.fitter import SnapshotFitter
 from tracker.lock import RunLock
 from tracker.pipeline import Executor
 from tracker.probe import ProbeSet, first_tensor
 from tracker.schedule import Schedule
-from tracker.snapshots import MetricsBuffer, RunDir, watched_layers
+from tracker.snapshots import DTYPES, MetricsBuffer, RunDir, watched_layers
 from tracker.text import TextProbe
 
 log = logging.getLogger(__name__)
@@ -119,7 +126,8 @@ class FeatureTracker(Callback):
         names = watched_layers(layers, modules)
         if not run or "/" in run or run in (".", ".."):
             raise ValueError(f"run must be a plain name (no '/'), got {run!r}")
-        check_options(fit, at_end, executor, queue_size, dtype, metrics_every)
+        check_options(fit, at_end, executor, queue_size, metrics_every)
+        check_choice("dtype", dtype, sorted(DTYPES))
         background_threads = max(1, usable_cores() // 2) if fit == "background" else None
         self.fit_threads = check_threads(threads) or background_threads
         self.at_end = at_end

@@ -102,7 +102,7 @@ def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
 
 
 def check_options(
-    fit: str, at_end: str, executor: str, queue_size: int, dtype: str, metrics_every: int
+    fit: str, at_end: str, executor: str, queue_size: int, metrics_every: int
 ) -> None:
     """The callback's options with fixed choices or signs, each problem in one line."""
     check_choice("fit", fit, ("inline", "background", "defer"))
@@ -111,7 +111,6 @@ def check_options(
     if executor == "ray" and fit != "background":
         raise ValueError(f"executor='ray' runs background fits: give fit='background', not {fit!r}")
     check_positive("queue_size", queue_size)
-    check_choice("dtype", dtype, ("float16", "float32"))
     check_positive("metrics_every", metrics_every)
 
 

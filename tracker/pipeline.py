@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from tracker.activations import load_activation_file
 from tracker.chain import Chain
 from tracker.checkpoint import Checkpoint
-from tracker.checks import as_activations, check_steps
+from tracker.checks import as_activations, check_choice, check_steps
 from tracker.config import MatchConfig, SAEConfig
 from tracker.links import PARENT_SCHEMA, Link
 from tracker.reader import Reader
@@ -231,8 +231,7 @@ def analyze(
     `layer`). With executor="ray" the fits are Ray tasks (on the cluster at `address`, or on
     Ray started here) and a fit that keeps failing goes to the `failures` table while the
     run goes on (see `tracker.remote`). Returns the writer of `db`."""
-    if executor not in ("local", "ray"):
-        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    check_choice("executor", executor, ("local", "ray"))
     layers = _layers(source, layer)
     sae, match = sae or SAEConfig(), match or MatchConfig()
     fits = RayFits(sae, match, address=address) if executor == "ray" else None  # before writing
