@@ -4,6 +4,7 @@ activations, and what each link hands the store."""
 import polars as pl
 import pytest
 import torch
+from test_app import app
 from test_witness import acts, sae_of
 
 from tracker import chain as chain_module
@@ -242,3 +243,102 @@ def test_a_resumed_analyzer_follows_the_features_lost_where_it_stopped(tmp_path,
         (0, 6, 6, "continuation")
     ]
     assert resumed["events"].filter(pl.col("step") == 20).is_empty(), "no rebirth"
+
+
+def moved_six():
+    """Group 6 fires direction 6 at step 0 and direction 8 from step 10 on."""
+    moved = {g: (g, 1.0) for g in range(8)} | {6: (8, 1.0)}
+    return everything(), acts(moved)
+
+
+WITH_8 = [0, 1, 2, 3, 4, 5, 7, 8]
+
+
+def test_a_death_is_taken_back_when_the_next_sae_finds_the_feature_moved():
+    """The SAE at 10 has nothing on group 6, whose direction moved: feature 6's own encoder
+    reads nothing there, a witnessed death. The SAE at 20 finds the moved direction, and its
+    encoder reads group 6's pattern from step 10's activations: the model never lost it."""
+    x0, x1 = moved_six()
+    first, gone, found = chain_of([ALL, WITHOUT_6, WITH_8], [x0, x1, x1])
+    assert kinds(gone) == [], "the death is revised away"
+    assert found.revised is not None and found.revised.is_empty()
+    assert kinds(found) == [], "no birth: the lineage continues"
+    across = found.edges.filter(pl.col("gap") > 0)
+    assert across.select("prev_step", "source", "target", "kind", "gap").rows() == [
+        (0, 6, 7, "continuation", 1)
+    ]
+    assert across["act_corr"][0] == pytest.approx(1.0, abs=1e-4)
+    assert found.ids[7] == first.ids[6]
+
+
+def test_a_death_stays_when_the_feature_found_next_fires_on_other_inputs():
+    """Group 6 is gone at 10 and group 8 (direction 8) is there, missed by the SAE at 10
+    and found at 20: present at 10, but not with the dead feature's pattern."""
+    groups = {g: (g, 1.0) for g in range(8) if g != 6} | {8: (8, 1.0)}
+    x0, x1 = everything(), acts(groups)
+    _, gone, found = chain_of([ALL, WITHOUT_6, WITH_8], [x0, x1, x1])
+    assert kinds(gone) == ["death"] and gone.events["witness"][0] == "absent"
+    assert found.revised is None
+    birth = found.events.row(0, named=True)
+    assert (birth["kind"], birth["prev_step"], birth["targets"]) == ("birth", 0, [7])
+
+
+def test_a_death_is_not_taken_back_by_a_feature_that_was_not_there_yet():
+    """Group 6 moves to direction 8 only at step 20: at 10 nothing carries it, so the death
+    at 10 is the model's and the feature at 20 is born."""
+    x0, x2 = moved_six()
+    x1 = everything(g for g in range(8) if g != 6)
+    _, gone, found = chain_of([ALL, WITHOUT_6, WITH_8], [x0, x1, x2])
+    assert kinds(gone) == ["death"] and kinds(found) == ["birth"]
+    assert found.events["prev_step"][0] == 10 and found.revised is None
+
+
+def test_a_resumed_analyzer_can_still_take_back_the_death_where_it_stopped(tmp_path, monkeypatch):
+    x0, x1 = moved_six()
+    saes, xs = {0: ALL, 10: WITHOUT_6, 20: WITH_8}, {0: x0, 10: x1, 20: x1}
+
+    def fitted(step, acts, config, match_config, previous=None):
+        sae = sae_of(saes[step])
+        sae.metrics = FitMetrics(fvu=0.1, l0=1.0, dead_fraction=0.0, fit_seconds=0.0, steps=1)
+        return Checkpoint(step, sae, acts)
+
+    monkeypatch.setattr(chain_module, "fit_checkpoint", fitted)
+    tables = []
+    for name, stop_after in (("a", None), ("b", 20)):
+        writer = Writer(tmp_path / f"{name}.duckdb")
+        analyzer = Analyzer(writer, "r", "L")
+        for step in saes:
+            if step == stop_after:
+                analyzer = Analyzer(writer, "r", "L")
+                analyzer.resume(step, xs.__getitem__)
+            analyzer.add(step, xs[step])
+        reader = open_db(tmp_path / f"{name}.duckdb")
+        tables.append({t: reader.sql(f"SELECT * FROM {t}").sort(pl.all()) for t in TABLES})
+    straight, resumed = tables
+    for table in TABLES:
+        assert straight[table].equals(resumed[table]), table
+    assert resumed["events"].is_empty(), "the death at 10 is revised in the store"
+    lineage = resumed["features"].filter(pl.col("step") == 0, pl.col("feature") == 6)["lineage"]
+    gaps = open_db(tmp_path / "b.duckdb").lineage_gaps("r", "L", lineage[0])
+    assert gaps.select("kind", "prev_step", "step", "source", "gap").rows() == [
+        ("continuation", 0, 20, 6, 1)
+    ]
+    Writer(tmp_path / "b.duckdb").write_run("r", {})
+    at = app(tmp_path / "b.duckdb", monkeypatch, "views/feature.py", lineage=str(lineage[0]))
+    assert any(
+        c.value.startswith(
+            "Step 20: found again after 1 checkpoint(s) without it (pattern corr 1.00"
+        )
+        for c in at.caption
+    )
+    assert (
+        resumed["features"]
+        .filter(pl.col("step") == 20, pl.col("feature") == 7)["lineage"]
+        .to_list()
+        == resumed["features"]
+        .filter(pl.col("step") == 0, pl.col("feature") == 6)["lineage"]
+        .to_list()
+    )
+
+
+TABLES = ("features", "edges", "events", "lineages")

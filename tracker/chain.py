@@ -13,6 +13,8 @@ both drive a chain, so they read events the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 import torch
 from torch import Tensor
@@ -37,6 +39,8 @@ class Chain:
         self.prev: Checkpoint | None = None
         self.prev_ids: dict[int, int] = {}
         self.lost: list[Lost] = []
+        self.dead: list[Lost] = []
+        """Features whose death the last checkpoint added witnessed (see `_refind`)."""
         self.history: list[Checkpoint] = []
         """The last max_gap + 1 checkpoints, newest (`prev`) last: a birth the activations
         contradict at `prev` is dated back through the ones before it."""
@@ -54,12 +58,14 @@ class Chain:
         *,
         lost: list[Lost] | None = None,
         history: list[Checkpoint] | None = None,
+        dead: list[Lost] | None = None,
     ) -> None:
         """Continue after a stored checkpoint: its lineage ids, `stable_at` (see
         `Confirmations`), its events (births there may yet be confirmed), the step before it,
         the features lost there and the checkpoints before it (`history`, oldest first)."""
         self.prev, self.prev_ids, self.ids.next_id = prev, ids, next_id
         self.lost, self.history = list(lost or []), list(history or [])
+        self.dead = list(dead or [])
         self.confirm.resume(prev.step, stable_at, prev_step)
         self.last = None if events is None else Link(prev.step, ids, events=events)
 
@@ -101,13 +107,16 @@ class Chain:
         )
         edges = result.edges.with_columns(pl.lit(prev.step, pl.Int64).alias("prev_step"))
         events = result.events.with_columns(pl.lit(prev.step, pl.Int64).alias("prev_step"))
-        found, gap_edges = self._refind(cp, result)
+        events = self._date_births(events, cp)
+        found, gap_edges = self._refind(cp, result, events, prev)
         events = events.filter(
             ~((pl.col("kind") == "birth") & pl.col("targets").list.first().is_in(list(found)))
         )
-        events = self._date_births(events, cp)
-        ended, still_lost, lost_edges = self._check_lost(
-            cp, {lost.lineage for lost in found.values()}
+        revived = [(lost.seen.step, lost.feature) for lost in found.values() if lost.died]
+        if revived and self.last is not None:  # found again, they did not die
+            self.last.take_back_deaths(revived)
+        ended, still_lost, lost_edges, died = self._check_lost(
+            cp, {x.lineage for x in found.values()}
         )
         missed = edges.filter(pl.col("kind") == "missed")["source"].to_list()
         z_missed = _own_z(prev, missed)
@@ -120,6 +129,8 @@ class Chain:
         events = self.confirm.deaths(events, self.prev_ids)
         self.confirm.note_stable(cp, ids)
         revised = self.confirm.births(self.last, cp)
+        revised = self.last.events if revived and self.last else revised
+        self.dead = self._dead_at(prev, events, died) if cfg.max_gap > 0 else []
         self.prev_ids, self.lost = ids, still_lost + new_lost
         self.last = Link(
             cp.step,
@@ -187,29 +198,34 @@ class Chain:
     # -- lost features ----------------------------------------------------------------------
 
     def _refind(
-        self, cp: Checkpoint, result: MatchResult
+        self, cp: Checkpoint, result: MatchResult, events: pl.DataFrame, prev: Checkpoint
     ) -> tuple[dict[int, Lost], list[pl.DataFrame]]:
-        """Births of `cp` that are a lost feature found again: {target: lost} and their
-        continuation edges across the gap. Compared on the signal the match used."""
-        born = [t[0] for t in result.events.filter(pl.col("kind") == "birth")["targets"].to_list()]
-        if not self.lost or not born:
+        """Births of `cp` that are a lost (or just dead) feature found again: {target: lost}
+        and their continuation edges across the gap. Compared on the signal the match used."""
+        births = events.filter(pl.col("kind") == "birth")
+        born = [t[0] for t in births["targets"].to_list()]
+        gone = self.lost + self.dead
+        if not gone or not born:
             return {}, []
-        z_new = _own_z(cp, born)
-        w_new = _unit(cp.sae.W_dec.detach().cpu()[born])
-        w_lost = _unit(
-            torch.stack([lost.seen.sae.W_dec.detach().cpu()[lost.feature] for lost in self.lost])
-        )
-        corr = (
-            activation_rows(torch.stack([lost.z for lost in self.lost], 1))
-            @ activation_rows(z_new).t()
-        )
-        cosine = w_lost @ w_new.t()
+        rows_lost = activation_rows(torch.stack([lost.z for lost in gone], 1))
+        corr = rows_lost @ activation_rows(_own_z(cp, born)).t()
+        w_lost = torch.stack([lost.seen.sae.W_dec.detach().cpu()[lost.feature] for lost in gone])
+        cosine = _unit(w_lost) @ _unit(cp.sae.W_dec.detach().cpu()[born]).t()
         sim = corr if result.signal == "activation" else cosine
+        if self.dead:
+            # A death `prev` witnessed is undone only by a feature already present there (its
+            # birth dated back past `prev`) whose encoder reads the dead feature's own pattern
+            # from `prev`'s activations: the model still carried it, in another direction,
+            # so the two are compared on their activations whatever the signal.
+            n = len(self.lost)
+            read = rows_lost[n:] @ activation_rows(_own_z(cp, born, prev)).t()
+            ok = (read >= result.tau) & (torch.tensor(births["prev_step"]) < prev.step)
+            sim = torch.cat([sim[:n], torch.where(ok, corr[n:], -1.0)])
         pairs = assign_dense(sim.double().numpy(), result.tau)
         found: dict[int, Lost] = {}
         rows = []
         for i, j in zip(pairs.prev.tolist(), pairs.next.tolist(), strict=True):
-            lost, target = self.lost[i], born[j]
+            lost, target = gone[i], born[j]
             found[target] = lost
             rows.append(
                 {
@@ -225,18 +241,30 @@ class Chain:
         frame = pl.DataFrame(rows, schema={**EDGE_SCHEMA, "prev_step": pl.Int64})
         return found, [frame] if rows else []
 
+    def _dead_at(self, prev: Checkpoint, events: pl.DataFrame, died: list[Lost]) -> list[Lost]:
+        """The features whose death the checkpoint just added witnessed: the next checkpoint
+        may still find them again (`_refind`)."""
+        gone = events.filter((pl.col("kind") == "death") & (pl.col("witness") == WITNESSED))
+        features = [s[0] for s in gone["sources"]]
+        z = _own_z(prev, features)
+        now = [Lost(self.prev_ids[f], prev, f, z[:, i], died=True) for i, f in enumerate(features)]
+        now += [replace(lost, missed=lost.missed + 1, died=True) for lost in died]
+        return sorted(now, key=lambda lost: (lost.seen.step, lost.feature))  # as resume reads
+
     def _check_lost(
         self, cp: Checkpoint, refound: set[int]
-    ) -> tuple[list[pl.DataFrame], list[Lost], list[pl.DataFrame]]:
+    ) -> tuple[list[pl.DataFrame], list[Lost], list[pl.DataFrame], list[Lost]]:
         """For lost features not found again: a witnessed death where `cp`'s activations no
         longer show them, an unwitnessed one where the gap has run out, else still lost
-        (another `missed` edge). Returns (death events, still lost, missed edges)."""
+        (another `missed` edge). Returns (death events, still lost, missed edges, the lost
+        whose death was witnessed)."""
         cfg = self.config
-        ended, still, edges = [], [], []
+        ended, still, edges, died = [], [], [], []
         waiting = [lost for lost in self.lost if lost.lineage not in refound]
         for lost, here in zip(waiting, self._presence_of(waiting, cp.acts), strict=True):
             if not here.present[0]:
                 ended.append(self._death(lost, WITNESSED, lost.missed, here))
+                died.append(lost)
             elif lost.missed >= cfg.max_gap:
                 ended.append(self._death(lost, CONTRADICTED, lost.missed, here))
             else:
@@ -258,7 +286,7 @@ class Chain:
                         schema={**EDGE_SCHEMA, "prev_step": pl.Int64},
                     )
                 )
-        return ended, still, edges
+        return ended, still, edges, died
 
     def _death(self, lost: Lost, witness: str, gap: int, here: Presence | None) -> pl.DataFrame:
         """The death event of a lost feature, `gap` checkpoints after it was last seen."""
@@ -287,6 +315,8 @@ def _unit(W: Tensor) -> Tensor:
     return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _own_z(cp: Checkpoint, features: list[int]) -> Tensor:
-    """[n, len(features)]: the features' activations on their own checkpoint, one encode."""
-    return cp.sae.latents(cp.acts, columns=torch.tensor(features, dtype=torch.long))
+def _own_z(cp: Checkpoint, features: list[int], on: Checkpoint | None = None) -> Tensor:
+    """[n, len(features)]: the features' activations on their own checkpoint (or on `on`'s
+    activations), one encode."""
+    acts = (on or cp).acts
+    return cp.sae.latents(acts, columns=torch.tensor(features, dtype=torch.long))

@@ -284,7 +284,10 @@ class MatchConfig(ConfigDict):
     """Checkpoints in a row a lineage may go unseen while the activations still show its
     feature (an SAE missed it) and still be continued when a later SAE finds it again, as
     multi-object trackers keep a lost track. Past that the lineage ends with a death the
-    activations do not witness (low confidence). 0 turns gaps off."""
+    activations do not witness (low confidence). A witnessed death is taken back when the
+    next checkpoint's SAE finds a feature that was already present at the death's checkpoint
+    and whose encoder reads the dead feature's pattern there (correlation >= tau): the model
+    kept the feature in another direction. 0 turns gaps off."""
 
     def __post_init__(self) -> None:
         for name in (

@@ -87,6 +87,9 @@ class Lost:
     """[n] its activations on its own checkpoint."""
     missed: int = 1
     """Checkpoints in a row without it so far."""
+    died: bool = False
+    """The last checkpoint's activations no longer showed it (a witnessed death, which the
+    next checkpoint may still take back)."""
 
 
 @dataclass
@@ -107,6 +110,17 @@ class Link:
     parents: list[dict[str, object]] = field(default_factory=list)
     revised: pl.DataFrame | None = None
     """The previous link's events again, when adding this checkpoint confirmed some of its
-    births (`MatchConfig.confirm`); that link's `events` are replaced by them."""
+    births (`MatchConfig.confirm`) or found again features whose deaths it had witnessed;
+    that link's `events` are replaced by them."""
     checkpoint: Checkpoint | None = None
     """The checkpoint added (None for a link restored by `Chain.resume`)."""
+
+    def take_back_deaths(self, ends: list[tuple[int, int]]) -> None:
+        """Drop from `events` the deaths of features (last seen step, feature) in `ends`: a
+        later checkpoint found them again (see `Chain._refind`)."""
+        gone = set(ends)
+        rows = self.events.iter_rows(named=True)
+        kept = [
+            e for e in rows if e["kind"] != "death" or (e["prev_step"], e["sources"][0]) not in gone
+        ]
+        self.events = pl.DataFrame(kept, schema=self.events.schema)

@@ -172,14 +172,15 @@ class Reader:
         return json.loads(rows["config"][0]) if not rows.is_empty() else {}
 
     def lineage_gaps(self, run: str, layer: str, lineage: int) -> pl.DataFrame:
-        """Checkpoints (step) where no SAE had the lineage's feature while the activations
-        still showed it (`missed` edges: prev_step is where it was last seen, act_corr the
-        witness's pattern correlation, gap the checkpoints missed so far)."""
+        """Where the lineage went unseen: `missed` edges (no SAE had its feature at step
+        while the activations still showed it) and continuations across a gap (a later SAE
+        found it again, or took back its death). prev_step is where it was last seen,
+        act_corr the pattern correlation, gap the checkpoints without it."""
         return self.sql(
-            "SELECT e.prev_step, e.step, e.source, e.act_corr, e.gap FROM edges e JOIN "
+            "SELECT e.kind, e.prev_step, e.step, e.source, e.act_corr, e.gap FROM edges e JOIN "
             "features f ON f.run = e.run AND f.layer = e.layer AND f.step = e.prev_step AND "
             "f.feature = e.source WHERE e.run = ? AND e.layer = ? AND f.lineage = ? AND "
-            "e.kind = 'missed' ORDER BY e.step",
+            "e.gap > 0 ORDER BY e.step",
             [run, layer, lineage],
         )
 

@@ -64,6 +64,7 @@ class StoredRun:
             stored["prev_step"][-1],
             lost=self.lost(last, older),
             history=list(older.values()),
+            dead=self.dead(last, older) if chain.config.max_gap else [],
         )
 
     def stored(self, step: int) -> Checkpoint:
@@ -92,3 +93,20 @@ class StoredRun:
             z = seen.sae.latents(seen.acts, columns=torch.tensor([feature]))[:, 0]
             lost.append(Lost(lineage, seen, feature, z, missed=gap))
         return lost
+
+    def dead(self, last: int, older: dict[int, Checkpoint]) -> list[Lost]:
+        """The features whose death `last` witnessed (the next checkpoint may find them
+        again): where each was last seen, and the checkpoints missed since."""
+        deaths = self.reader.sql(
+            "SELECT e.prev_step, e.sources[1] AS feature, e.gap, f.lineage FROM events e JOIN "
+            "features f ON f.run = e.run AND f.layer = e.layer AND f.step = e.prev_step AND "
+            "f.feature = e.sources[1] WHERE e.run = ? AND e.layer = ? AND e.step = ? AND "
+            "e.kind = 'death' AND e.witness = 'absent' ORDER BY e.prev_step, feature",
+            [self.run, self.layer, last],
+        )
+        dead = []
+        for seen_step, feature, gap, lineage in deaths.iter_rows():
+            seen = older.get(seen_step) or self.stored(seen_step)
+            z = seen.sae.latents(seen.acts, columns=torch.tensor([feature]))[:, 0]
+            dead.append(Lost(lineage, seen, feature, z, missed=gap + 1, died=True))
+        return dead

@@ -87,14 +87,13 @@ if selection:
             shown = with_evidence(events).drop("run", "layer")
             st.dataframe(shown.select("evidence", pl.exclude("evidence")), hide_index=True)
         gaps = read(db, "lineage_gaps", run, layer, lineage)
-        if not gaps.is_empty():
+        for r in gaps.iter_rows(named=True):
+            corr = f"pattern corr {r['act_corr']:.2f} with step {r['prev_step']}"
             st.caption(
-                "Missed by the SAE, still in the activations at step(s) "
-                + ", ".join(
-                    f"{r['step']} (pattern corr {r['act_corr']:.2f} with step {r['prev_step']})"
-                    for r in gaps.iter_rows(named=True)
-                )
-                + ": the lineage continues across the gap."
+                f"Step {r['step']}: missed by the SAE, still in the activations ({corr})."
+                if r["kind"] == "missed"
+                else f"Step {r['step']}: found again after {r['gap']} checkpoint(s) without "
+                f"it ({corr}): the lineage continues across the gap."
             )
 
         st.subheader("At one checkpoint")
