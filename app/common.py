@@ -157,21 +157,14 @@ def steps(db: str, run: str, layer: str) -> list[int]:
     return read(db, "checkpoints", run, layer)["step"].to_list()
 
 
-def event_lineages(events: pl.DataFrame, fmap: pl.DataFrame, keep: list[str]) -> pl.DataFrame:
-    """Each event's `keep` columns once for each lineage it concerns, with that `lineage`:
-    its sources' (found where they were last seen, `prev_step`) and its targets' (at
-    `step`). `fmap`: the reader's feature map (step, feature, lineage)."""
-    ends = pl.concat(
-        [
-            events.select(*keep, pl.col(at).alias("seen"), pl.col(col).alias("f")).explode("f")
-            for at, col in (("prev_step", "sources"), ("step", "targets"))
-        ]
-    ).drop_nulls("f")
-    return ends.join(
-        fmap.select("step", "feature", "lineage"),
-        left_on=["seen", "f"],
-        right_on=["step", "feature"],
-    ).drop("seen", "f")
+def event_marks(events: pl.DataFrame, keep: list[str]) -> pl.DataFrame:
+    """Each event's `keep` columns once for each lineage it concerns, with that `lineage`
+    (`events` as the reader's `event_lineages` gives them)."""
+    return (
+        events.select(*keep, pl.col("lineages").alias("lineage"))
+        .explode("lineage")
+        .drop_nulls("lineage")
+    )
 
 
 def lineage_names(db: str, run: str, layer: str) -> dict[int, str]:

@@ -516,3 +516,38 @@ def test_the_live_banner_shows_only_while_a_run_is_being_written(db, tmp_path, m
         con.execute("UPDATE checkpoints SET written_at = now()")
     at = app(copy, monkeypatch)
     assert [i for i in at.info if i.value.startswith("Run is live: showing the newest")]
+
+
+def test_the_overview_queries_agree_with_the_whole_feature_map(db):
+    """What the Lineage and Feature pages ask of SQL is what reading every feature row and
+    joining in the page gave."""
+    reader = open_db(db)
+    fmap = reader.feature_map("planted", "mlp")
+    spans = reader.lineage_spans("planted", "mlp", 5, 15)
+    expected = (
+        fmap.filter(pl.col("step").is_between(5, 15))
+        .group_by("lineage")
+        .agg(
+            pl.col("step").min().alias("first"),
+            pl.col("step").max().alias("last"),
+            pl.len().alias("checkpoints"),
+        )
+        .sort("lineage")
+    )
+    assert spans.rows() == expected.rows() and spans.height > 10
+    some = spans["lineage"].head(3).to_list()
+    assert reader.lineage_spans("planted", "mlp", 5, 15, some).rows() == spans.head(3).rows()
+    assert reader.lineage_count("planted", "mlp") == fmap["lineage"].n_unique()
+    rows = reader.lineage_rows("planted", "mlp", some, 5, 15)
+    assert rows.equals(
+        fmap.filter(pl.col("lineage").is_in(some) & pl.col("step").is_between(5, 15))
+    )
+    events = reader.event_lineages("planted", "mlp", 0.5)
+    plain = reader.events("planted", "mlp", None, 0.5)
+    assert events.drop("lineages").sort(pl.all()).equals(plain.sort(pl.all()))
+    assert {"birth", "death", "split", "merge"} <= set(events["kind"])
+    for event in events.iter_rows(named=True):
+        ends = [(event["prev_step"], f) for f in event["sources"]]
+        ends += [(event["step"], f) for f in event["targets"]]
+        found = {r[2] for r in fmap.select("step", "feature", "lineage").rows() if r[:2] in ends}
+        assert event["lineages"] == sorted(found), event

@@ -31,7 +31,17 @@ STAGES = {
         "chain",
         "lineage",
     ],
-    "store": ["panels", "db", "store", "evidence", "comparison", "across", "reader", "export"],
+    "store": [
+        "panels",
+        "db",
+        "store",
+        "evidence",
+        "comparison",
+        "across",
+        "overview",
+        "reader",
+        "export",
+    ],
     "drivers": [
         "resume",
         "remote",

@@ -28,6 +28,7 @@ from tracker.db import (
     shared_reads,
 )
 from tracker.evidence import with_evidence
+from tracker.overview import Overview
 from tracker.panels import Panel, decode
 from tracker.sae import SAE
 from tracker.snapshots import RunDir
@@ -39,7 +40,7 @@ VIEWER_DBS_ENV = "TRACKER_DBS"
 """The environment variable through which `tracker app` tells the viewer which files to open."""
 
 
-class Reader:
+class Reader(Overview):
     """Queries over one lineage database file (see `open_db`)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -157,14 +158,6 @@ class Reader:
             "f.feature)) OR (f.step = ev.prev_step AND list_contains(ev.sources, f.feature))) "
             "WHERE ev.run = ? AND ev.layer = ? AND f.lineage = ? ORDER BY ev.step",
             [run, layer, lineage],
-        )
-
-    def feature_map(self, run: str, layer: str) -> pl.DataFrame:
-        """step, feature, lineage of every live feature of every checkpoint."""
-        return self.sql(
-            "SELECT step, feature, lineage, frequency FROM features WHERE run = ? "
-            "AND layer = ? ORDER BY step, feature",
-            [run, layer],
         )
 
     def run_config(self, run: str) -> dict[str, object]:

@@ -4,7 +4,7 @@ import altair as alt
 import polars as pl
 import renderers
 import streamlit as st
-from common import event_lineages, int_param, lineage_names, read, select_run
+from common import event_marks, int_param, lineage_names, read, select_run
 
 from tracker.reader import with_evidence
 
@@ -12,17 +12,16 @@ st.title("Feature")
 selection = select_run()
 if selection:
     db, run, layer = selection
-    fmap = read(db, "feature_map", run, layer)
-    if fmap.is_empty():
+    spans = read(db, "lineage_spans", run, layer)
+    if spans.is_empty():
         st.info(f"Run {run!r}, layer {layer!r} has no live feature yet.")
         st.stop()
     # Lineages with the longest confident story first: those a confident event touches,
     # longest first, then the rest, longest first.
-    confident = read(db, "events", run, layer, None, 0.5)
-    touched = event_lineages(confident, fmap, [])["lineage"].value_counts(name="events")
+    confident = read(db, "event_lineages", run, layer, 0.5)
+    touched = event_marks(confident, [])["lineage"].value_counts(name="events")
     ranked = (
-        fmap.group_by("lineage")
-        .agg(pl.len().alias("checkpoints"), pl.col("step").min().alias("first"))
+        spans.select("lineage", "checkpoints", "first")
         .join(touched, on="lineage", how="left")
         .with_columns(pl.col("events").fill_null(0))
         .sort(pl.col("events") > 0, "checkpoints", "lineage", descending=[True, True, False])

@@ -7,7 +7,7 @@ import polars as pl
 import streamlit as st
 from common import (
     EVENT_STYLE,
-    event_lineages,
+    event_marks,
     int_param,
     label_rank,
     lineage_names,
@@ -36,21 +36,20 @@ if selection:
     needle = st.sidebar.text_input("Label contains", help="e.g. x3: lineages whose label has it")
     needle = needle.strip().lower()
     events = with_evidence(
-        read(db, "events", run, layer, None, min_conf).filter(
+        read(db, "event_lineages", run, layer, min_conf).filter(
             pl.col("kind").is_in(kinds) & pl.col("step").is_between(*span)
         )
     ).with_row_index("event")
-    fmap = read(db, "feature_map", run, layer)
 
     # Every event is drawn at its own step (as the table says) on the row of each lineage it
     # concerns.
     keep = ["event", "step", "kind", "confidence", "evidence"]
-    marks = event_lineages(events, fmap, keep)
+    marks = event_marks(events, keep)
     lineage_of_event = marks.group_by("event").agg(pl.col("lineage").min())
-    shown = fmap.filter(pl.col("step").is_between(*span))
+    touched = marks["lineage"].unique().sort().to_list()
     stats = (
-        shown.group_by("lineage")
-        .agg(pl.col("step").min().alias("first"), pl.len().alias("checkpoints"))
+        read(db, "lineage_spans", run, layer, *span, touched)
+        .select("lineage", "first", "checkpoints")
         .join(marks.group_by("lineage").agg(pl.len().alias("events")), on="lineage")
     )
     labels = read(db, "lineage_labels", run, layer)
@@ -87,7 +86,7 @@ if selection:
         )
         scale = alt.Scale(domain=[-0.5, len(chosen) - 0.5], reverse=True, nice=False)
         y = alt.Y("row:Q", title="lineage", axis=y_axis, scale=scale)
-        drawn = shown.filter(pl.col("lineage").is_in(chosen)).with_columns(row)
+        drawn = read(db, "lineage_rows", run, layer, chosen, *span).with_columns(row)
         lines = (
             alt.Chart(drawn.to_pandas())
             .mark_line(opacity=0.6, color="#888888")

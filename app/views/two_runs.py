@@ -38,8 +38,8 @@ if selection:
             st.warning(f"These runs cannot be compared: {err}")
             shared = None
         if shared is not None:
-            mine = read(db, "feature_map", run, layer)["lineage"].n_unique()
-            theirs = read(other_db, "feature_map", other_run, other_layer)["lineage"].n_unique()
+            mine = read(db, "lineage_count", run, layer)
+            theirs = read(other_db, "lineage_count", other_run, other_layer)
             cols = st.columns(3)
             cols[0].metric("Pairs of lineages", len(shared))
             cols[1].metric(

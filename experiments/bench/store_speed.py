@@ -137,8 +137,12 @@ def main() -> None:
             "one checkpoint's feature table": lambda: reader.features("bench", "mlp", mid),
             "one feature's examples": lambda: reader.examples("bench", "mlp", mid, 7),
             "events against noise (Runs page)": lambda: reader.events_against_noise("bench", "mlp"),
-            "whole feature map (Lineage, Feature pages)": lambda: reader.feature_map(
-                "bench", "mlp"
+            "events with their lineages (Lineage page)": lambda: reader.event_lineages(
+                "bench", "mlp", 0.5
+            ),
+            "every lineage's span (Feature page)": lambda: reader.lineage_spans("bench", "mlp"),
+            "200 lineages' rows (Lineage page)": lambda: reader.lineage_rows(
+                "bench", "mlp", list(range(0, 4000, 20))
             ),
         }
         print(f"{args.checkpoints} checkpoints x {args.features} features, DB {size_mb:.0f} MB")
@@ -160,6 +164,8 @@ def main() -> None:
 
         alone, shared = timed(page), timed(shared_page)
         print(f"{'all in a row, as one page':<44}{alone:6.1f} ms{shared:6.1f} ms")
+        whole = timed(lambda: reader.feature_map("bench", "mlp"), repeats=5)
+        print(f"{'(the whole feature map, pages read it before)':<44}{whole:6.1f} ms")
 
 
 if __name__ == "__main__":
