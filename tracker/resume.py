@@ -87,12 +87,7 @@ class StoredRun:
             "e.source WHERE e.run = ? AND e.layer = ? AND e.step = ? AND e.kind = 'missed'",
             [self.run, self.layer, last],
         )
-        lost = []
-        for seen_step, feature, gap, lineage in missed.iter_rows():
-            seen = older.get(seen_step) or self.stored(seen_step)
-            z = seen.sae.latents(seen.acts, columns=torch.tensor([feature]))[:, 0]
-            lost.append(Lost(lineage, seen, feature, z, missed=gap))
-        return lost
+        return self._followed(missed, older, died=False)
 
     def dead(self, last: int, older: dict[int, Checkpoint]) -> list[Lost]:
         """The features whose death `last` witnessed (the next checkpoint may find them
@@ -104,9 +99,15 @@ class StoredRun:
             "e.kind = 'death' AND e.witness = 'absent' ORDER BY e.prev_step, feature",
             [self.run, self.layer, last],
         )
-        dead = []
-        for seen_step, feature, gap, lineage in deaths.iter_rows():
+        return self._followed(deaths, older, died=True)
+
+    def _followed(self, rows: pl.DataFrame, older: dict[int, Checkpoint], died: bool) -> list[Lost]:
+        """Lineages followed past where they were last seen, from rows (seen step, feature,
+        gap, lineage): missed `gap` checkpoints so far, or one more where `last` witnessed
+        their death (which the next checkpoint may take back)."""
+        followed = []
+        for seen_step, feature, gap, lineage in rows.iter_rows():
             seen = older.get(seen_step) or self.stored(seen_step)
             z = seen.sae.latents(seen.acts, columns=torch.tensor([feature]))[:, 0]
-            dead.append(Lost(lineage, seen, feature, z, missed=gap + 1, died=True))
-        return dead
+            followed.append(Lost(lineage, seen, feature, z, missed=gap + died, died=died))
+        return followed
