@@ -219,7 +219,7 @@ class Chain:
             # so the two are compared on their activations whatever the signal.
             n = len(self.lost)
             read = rows_lost[n:] @ activation_rows(_own_z(cp, born, prev)).t()
-            ok = (read >= result.tau) & (torch.tensor(births["prev_step"]) < prev.step)
+            ok = (read >= result.tau) & (torch.tensor(births["prev_step"].to_list()) < prev.step)
             sim = torch.cat([sim[:n], torch.where(ok, corr[n:], -1.0)])
         pairs = assign_dense(sim.double().numpy(), result.tau)
         found: dict[int, Lost] = {}
