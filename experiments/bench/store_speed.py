@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from tracker.db import CHECKPOINT_TABLES, connect, insert, transaction
 from tracker.reader import open_db, shared_reads
 from tracker.results import EVENT_SCHEMA
 from tracker.store import Writer
@@ -99,6 +100,42 @@ def checkpoint_tables(step: int, n: int, rng: np.random.Generator) -> dict[str, 
     return tables
 
 
+def write_parts(db: Path, step: int, tables: dict[str, pl.DataFrame]) -> dict[str, float]:
+    """Seconds of each part of one checkpoint's write, done as `Writer.write_checkpoint`
+    does it: open, the deletes that let a rewrite replace the step, each insert, commit,
+    close."""
+    parts: dict[str, float] = {}
+    start = mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        parts[name] = parts.get(name, 0.0) + now - mark
+        mark = now
+
+    with connect(db, read_only=False) as con:
+        lap("open the file")
+        with transaction(con):
+            for table in CHECKPOINT_TABLES:
+                con.execute(
+                    f"DELETE FROM {table} WHERE run = ? AND layer = ? AND step = ?",
+                    ["bench", "mlp", step],
+                )
+            lap("deletes (all tables)")
+            for table, frame in tables.items():
+                full = frame.with_columns(
+                    pl.lit("bench").alias("run"), pl.lit("mlp").alias("layer")
+                )
+                if "step" not in full.columns:
+                    full = full.with_columns(pl.lit(step, dtype=pl.Int64).alias("step"))
+                insert(con, table, full)
+                lap("insert examples" if table == "examples" else "insert the other tables")
+        lap("commit")
+    lap("close the file")
+    parts["whole write"] = time.perf_counter() - start
+    return parts
+
+
 def timed(fn, repeats: int = 20, shared: bool = False) -> float:
     """Median ms of `fn`; `shared`: on the connection a page's earlier query opened."""
     fn()
@@ -166,6 +203,15 @@ def main() -> None:
         print(f"{'all in a row, as one page':<44}{alone:6.1f} ms{shared:6.1f} ms")
         whole = timed(lambda: reader.feature_map("bench", "mlp"), repeats=5)
         print(f"{'(the whole feature map, pages read it before)':<44}{whole:6.1f} ms")
+
+        # Where a write's time goes: 10 more checkpoints, part by part.
+        laps = [
+            write_parts(db, step, checkpoint_tables(step, args.features, rng))
+            for step in range(args.checkpoints, args.checkpoints + 10)
+        ]
+        print("one more checkpoint's write, part by part (median of 10)")
+        for name in laps[0]:
+            print(f"  {name:<42}{statistics.median(lap[name] for lap in laps) * 1e3:6.1f} ms")
 
 
 if __name__ == "__main__":
