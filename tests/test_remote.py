@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import seed_everything
 from tiny import TinyNet, dataset, loader, one_of_each, trainer
 
+from tracker import pipeline, remote
 from tracker.callback import FeatureTracker
 from tracker.cli import main
 from tracker.config import SAEConfig
@@ -139,6 +140,34 @@ def test_the_cli_fits_on_ray_and_an_unknown_executor_is_named(cluster, planted, 
     assert "run 'p' layer 'a': 4 checkpoints" in capsys.readouterr().out
     with pytest.raises(ValueError, match="executor must be 'local' or 'ray', got 'dask'"):
         analyze(planted / "acts", tmp_path / "x.duckdb", "p", sae=SAE, executor="dask")  # type: ignore[arg-type]
+
+
+def test_the_cli_gives_each_ray_fit_the_threads_asked_for(
+    cluster, planted, tmp_path, capsys, monkeypatch
+):
+    asked = []
+
+    class Recording(remote.RayFits):
+        def __post_init__(self) -> None:
+            asked.append(self.threads)
+            super().__post_init__()
+
+    monkeypatch.setattr(pipeline, "RayFits", Recording)
+    db = tmp_path / "threads.duckdb"
+    args = ["analyze", str(planted / "acts"), "--db", str(db), "--run", "p", "--d-sae", "40"]
+    args += ["--k", "4", "--steps", "300", "--executor", "ray"]
+    assert main([*args, "--threads", "2"]) == 0  # one fit at a time, on both CPUs
+    assert sorted(open_db(db).checkpoints("p")["step"].to_list()) == sorted(STEPS * 2)
+    assert main([*args[:2], "--db", str(tmp_path / "one.duckdb"), *args[4:]]) == 0
+    assert asked == [2, 1], "a task's threads: --threads, else 1"
+    wide = tmp_path / "wide.duckdb"
+    assert main([*args[:2], "--db", str(wide), *args[4:], "--threads", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert asked == [2, 1, 3] and err[-1] == (
+        "tracker analyze: error: fits of 3 threads fit no node of this Ray cluster "
+        "(the largest has 2 CPUs): ask for fewer threads"
+    )
+    assert not wide.exists(), "nothing written"
 
 
 def _train(root: Path, **options) -> Path:

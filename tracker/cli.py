@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                 type=int,
                 default=None,
                 help="CPU threads for fitting (default: the cores this process may use that "
-                f"other work leaves idle at start; here {usable_cores()} usable)",
+                f"other work leaves idle at start; here {usable_cores()} usable); with "
+                "--executor ray, the threads each fit task uses and asks for (default 1)",
             )
         return sub
 

@@ -51,13 +51,21 @@ def analyze_command(args: argparse.Namespace) -> int:
         progress=True,
         executor=args.executor,
         address=args.address,
+        threads=args.threads or 1,
     )
     summary(Path(args.db), match.min_confidence)
     return 0
 
 
 def fit_command(args: argparse.Namespace) -> int:
-    db = fit_run(args.run_dir, args.db, progress=True, executor=args.executor, address=args.address)
+    db = fit_run(
+        args.run_dir,
+        args.db,
+        progress=True,
+        executor=args.executor,
+        address=args.address,
+        threads=args.threads or 1,
+    )
     summary(db, MatchConfig().min_confidence)
     return 0
 

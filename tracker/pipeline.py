@@ -225,16 +225,18 @@ def analyze(
     progress: bool = False,
     executor: Executor = "local",
     address: str | None = None,
+    threads: int = 1,
 ) -> Writer:
     """Fit, match and store every checkpoint of `source`: a mapping {step: [n, d]} (one
     layer, named `layer` or "default") or an activation directory (all its layers, or only
-    `layer`). With executor="ray" the fits are Ray tasks (on the cluster at `address`, or on
-    Ray started here) and a fit that keeps failing goes to the `failures` table while the
-    run goes on (see `tracker.remote`). Returns the writer of `db`."""
+    `layer`). With executor="ray" the fits are Ray tasks of `threads` CPU threads each (on
+    the cluster at `address`, or on Ray started here) and a fit that keeps failing goes to
+    the `failures` table while the run goes on (see `tracker.remote`). Returns the writer."""
     check_choice("executor", executor, ("local", "ray"))
     layers = _layers(source, layer)
     sae, match = sae or SAEConfig(), match or MatchConfig()
-    fits = RayFits(sae, match, address=address) if executor == "ray" else None  # before writing
+    ray = executor == "ray"  # Ray starts before anything is written
+    fits = RayFits(sae, match, address=address, threads=threads) if ray else None
     try:
         writer = Writer(db)
         where = str(source) if isinstance(source, str | Path) else "mapping"
@@ -279,11 +281,12 @@ def fit_run(
     progress: bool = False,
     executor: Executor = "local",
     address: str | None = None,
+    threads: int = 1,
 ) -> Path:
     """Fit and match the snapshots a `defer` run saved; returns the database path
     (RUN_DIR/lineage.duckdb by default). The run's own SAE and match configs and metrics
     are used, so the tables equal what inline or background fitting would have written.
-    `executor` and `address` as in `analyze`."""
+    `executor`, `address` and `threads` as in `analyze`."""
     rd = RunDir(run_dir)
     manifest = rd.read_manifest()
     if manifest is None:
@@ -292,7 +295,7 @@ def fit_run(
     sae = SAEConfig.from_dict(manifest.get("sae", {}))
     match = MatchConfig.from_dict(manifest.get("match", {}))
     if executor == "ray":
-        preflight(address)
+        preflight(address, threads)
     writer = Writer(db_path)  # the run's records first: what Ray's end may cut short is none
     writer.write_metrics(manifest["run"], metrics_frame(rd))
     write_probe(writer, manifest["run"], rd)
@@ -305,6 +308,7 @@ def fit_run(
         progress=progress,
         executor=executor,
         address=address,
+        threads=threads,
     )
     return db_path
 

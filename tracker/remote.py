@@ -16,6 +16,7 @@ before), so one layer's fits run one after another and layers run side by side; 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -44,12 +45,21 @@ CONNECT_SECONDS = 5.0
 (Ray itself retries for minutes, printing warnings)."""
 
 
-def preflight(address: str | None) -> None:
-    """Before anything is written: Ray can be imported, and the cluster at `address` (if
-    one is given) answers."""
+def preflight(address: str | None, threads: int = 1) -> None:
+    """Before anything is written: Ray can be imported, the cluster at `address` (if one is
+    given) answers, and Ray started here would have room for fits of `threads` threads."""
     _ray()
     if address is not None:
         check_address(address)
+    elif threads > (os.cpu_count() or 1):
+        raise ValueError(too_wide(threads, os.cpu_count() or 1))
+
+
+def too_wide(threads: int, largest: float) -> str:
+    return (
+        f"fits of {threads} threads fit no node of this Ray cluster (the largest has "
+        f"{largest:g} CPUs): ask for fewer threads"
+    )
 
 
 def check_address(address: str) -> None:
@@ -117,6 +127,11 @@ class RayFits:
                 options["num_cpus"] = self.workers * self.threads
             ray.init(address=self.address, **options)
             self._started = True
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        if self.threads > largest:  # Ray would wait for such a node for ever
+            if self._started:
+                ray.shutdown()
+            raise ValueError(too_wide(self.threads, largest))
         resources = ray.cluster_resources()
         self.gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         slots = max(1, int(resources.get("CPU", 1) // self.threads))
