@@ -426,6 +426,13 @@ CASES = [
         ValueError,
         r"Ray address 'head-node': expected host:port, ray://host:port or auto",
     ),
+    Case(
+        "`--threads` wider than any node of the Ray cluster",
+        lambda t: analyze({0: X}, t / "x.duckdb", "r", executor="ray", threads=4096),
+        ValueError,
+        r"fits of 4096 threads fit no node of this Ray cluster \(the largest has \d+ CPUs\): "
+        "ask for fewer threads",
+    ),
 ]
 
 

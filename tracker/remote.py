@@ -121,6 +121,8 @@ class RayFits:
         ray = _ray()
         if self.address is not None:
             check_address(self.address)
+        elif self.workers is None and not ray.is_initialized():
+            preflight(None, self.threads)  # before Ray starts
         if not ray.is_initialized():
             options: dict[str, Any] = {"configure_logging": False, "include_dashboard": False}
             if self.address is None and self.workers is not None:
