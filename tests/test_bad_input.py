@@ -251,7 +251,7 @@ CASES = [
         "a lineage database of an older schema",
         lambda t: open_db(file_with(t, "v.duckdb", old_version)),
         ValueError,
-        r"has lineage schema version 2; this tracker reads version 4: re-run `tracker analyze`",
+        r"has lineage schema version 2; this tracker reads version 5: re-run `tracker analyze`",
     ),
     # run directories
     Case(

@@ -1,6 +1,8 @@
 """Chains of hand-set checkpoints: gaps a lineage survives, deaths and births dated by the
 activations, and what each link hands the store."""
 
+import re
+
 import polars as pl
 import pytest
 import torch
@@ -15,10 +17,12 @@ from tracker.pipeline import Analyzer
 from tracker.reader import open_db, with_evidence
 from tracker.sae import FitMetrics
 from tracker.store import Writer
+from tracker.witness import check
 
 ALL = list(range(8))
 WITHOUT_6 = [0, 1, 2, 3, 4, 5, 7]
 STEPS = (0, 10, 20, 30, 40)
+ENCODER_ONLY = MatchConfig(witness_carried=None)
 
 
 def chain_of(dictionaries, activations, config=None):
@@ -200,6 +204,7 @@ def test_the_evidence_of_a_confirmed_birth_says_where_a_second_seed_found_it():
     )
     shown = with_evidence(links[1].events.with_columns(pl.lit(10, pl.Int64).alias("step")))
     assert shown["evidence"][0].startswith("activations agree: absent at step 0 (strength 0.0")
+    assert re.search(r", corr -?[0-9.]+, carried 0\.[0-9]+\);", shown["evidence"][0])
     assert shown["evidence"][0].endswith("; not stable across seeds, its lineage stable at step 20")
 
 
@@ -254,12 +259,31 @@ def moved_six():
 WITH_8 = [0, 1, 2, 3, 4, 5, 7, 8]
 
 
-def test_a_death_is_taken_back_when_the_next_sae_finds_the_feature_moved():
+def test_a_feature_whose_direction_moved_is_carried_so_no_death_is_claimed():
     """The SAE at 10 has nothing on group 6, whose direction moved: feature 6's own encoder
-    reads nothing there, a witnessed death. The SAE at 20 finds the moved direction, and its
-    encoder reads group 6's pattern from step 10's activations: the model never lost it."""
+    reads nothing there, but the layer at 10 carries group 6's pattern as strongly as at 0
+    (in direction 8), so the SAE missed it: a missed edge, and the lineage goes on at 20."""
     x0, x1 = moved_six()
     first, gone, found = chain_of([ALL, WITHOUT_6, WITH_8], [x0, x1, x1])
+    assert kinds(gone) == [] and kinds(found) == []
+    missed = gone.edges.filter(pl.col("kind") == "missed")
+    assert missed.select("prev_step", "source", "target").rows() == [(0, 6, None)]
+    assert found.ids[7] == first.ids[6]
+    # By its own encoder alone feature 6 is absent at 10; what the layer carries says present.
+    z = sae_of(ALL).latents(x0, columns=torch.tensor([6]))
+    here = check(sae_of(ALL), [6], z, x1, MatchConfig(), acts_own=x0)
+    assert here.strength[0] == pytest.approx(0.0, abs=1e-6) and here.present[0]
+    assert here.carried[0] == pytest.approx(1.0, abs=1e-4)
+    assert not check(sae_of(ALL), [6], z, x1, ENCODER_ONLY, x0).present[0]
+
+
+def test_a_death_is_taken_back_when_the_next_sae_finds_the_feature_moved():
+    """With the encoder test alone (witness_carried=None): the SAE at 10 has nothing on group
+    6, whose direction moved, and feature 6's own encoder reads nothing there, a witnessed
+    death. The SAE at 20 finds the moved direction, and its encoder reads group 6's pattern
+    from step 10's activations: the model never lost it."""
+    x0, x1 = moved_six()
+    first, gone, found = chain_of([ALL, WITHOUT_6, WITH_8], [x0, x1, x1], ENCODER_ONLY)
     assert kinds(gone) == [], "the death is revised away"
     assert found.revised is not None and found.revised.is_empty()
     assert kinds(found) == [], "no birth: the lineage continues"
@@ -294,6 +318,7 @@ def test_a_death_is_not_taken_back_by_a_feature_that_was_not_there_yet():
 
 
 def test_a_resumed_analyzer_can_still_take_back_the_death_where_it_stopped(tmp_path, monkeypatch):
+    """With the encoder test alone, as in the test before."""
     x0, x1 = moved_six()
     saes, xs = {0: ALL, 10: WITHOUT_6, 20: WITH_8}, {0: x0, 10: x1, 20: x1}
 
@@ -306,10 +331,10 @@ def test_a_resumed_analyzer_can_still_take_back_the_death_where_it_stopped(tmp_p
     tables = []
     for name, stop_after in (("a", None), ("b", 20)):
         writer = Writer(tmp_path / f"{name}.duckdb")
-        analyzer = Analyzer(writer, "r", "L")
+        analyzer = Analyzer(writer, "r", "L", match_config=ENCODER_ONLY)
         for step in saes:
             if step == stop_after:
-                analyzer = Analyzer(writer, "r", "L")
+                analyzer = Analyzer(writer, "r", "L", match_config=ENCODER_ONLY)
                 analyzer.resume(step, xs.__getitem__)
             analyzer.add(step, xs[step])
         reader = open_db(tmp_path / f"{name}.duckdb")

@@ -114,3 +114,50 @@ def test_seeds_cap_only_events_the_activations_do_not_witness():
         death = result.events.row(0, named=True)
         assert (death["kind"], death["seeds"], death["witness"]) == ("death", 1, "absent")
         assert death["confidence"] == expected
+
+
+def test_carried_reads_the_pattern_in_any_direction_in_the_layers_units():
+    """Group 0 fires e0 at its own checkpoint. Moved to e3 at the other, its own encoder
+    reads nothing there but the layer carries the pattern as strongly (1); at 0.3 the scale
+    it carries it at 0.3; gone, with only group 1 firing elsewhere, almost nothing."""
+    sae = sae_of([0, 1])
+    x = acts({0: (0, 1.0)})
+    z = own(sae, x, 0)
+    kw = dict(min_corr=0.8, min_strength=0.5, acts_own=x, min_carried=1.0)
+    moved = presence(sae, [0], z, acts({0: (3, 1.0)}), **kw)
+    assert moved.strength[0] == 0 and moved.carried[0] == pytest.approx(1.0, abs=1e-5)
+    assert moved.present.tolist() == [True], "the model kept it in another direction"
+    weaker = presence(sae, [0], z, acts({0: (3, 0.3)}), **kw)
+    assert weaker.carried[0] == pytest.approx(0.3, abs=1e-5) and not weaker.present[0]
+    gone = presence(sae, [0], z, acts({1: (1, 1.0)}), **kw)
+    assert gone.carried[0] < 0.2 and not gone.present[0]
+    # Without its own checkpoint's activations there is nothing to compare: NaN, not present.
+    blind = presence(sae, [0], z, acts({0: (3, 1.0)}), min_corr=0.8, min_strength=0.5)
+    assert torch.isnan(torch.tensor(blind.carried[0])) and not blind.present[0]
+
+
+def test_a_birth_the_earlier_layer_carried_in_another_direction_is_contradicted():
+    """Group 6 fired e8 before and fires e6 now: the new SAE's feature 6 reads nothing from
+    the earlier activations with its own encoder, but the earlier layer carried its pattern
+    as strongly, so its birth is contradicted; group 8, new on inputs that had nothing
+    (direction e9), is born, witnessed."""
+    same = {g: (g, 1.0) for g in (0, 1, 2, 3, 4, 5, 7)}
+    before = acts({**same, 6: (8, 1.0)})
+    prev, nxt = sae_of([0, 1, 2, 3, 4, 5, 7]), sae_of([0, 1, 2, 3, 4, 5, 6, 7])
+    after = acts({**same, 6: (6, 1.0)})
+    moved = match(prev, nxt, None, before, after).events.row(0, named=True)
+    assert (moved["kind"], moved["targets"], moved["witness"]) == ("birth", [6], "present")
+    assert moved["presence"] == 0 and moved["carried"] == pytest.approx(1.0, abs=1e-5)
+    assert moved["confidence"] == 0.25
+    encoder_only = match(prev, nxt, MatchConfig(witness_carried=None), before, after)
+    assert encoder_only.events["witness"].to_list() == ["absent"]
+    nxt = sae_of([0, 1, 2, 3, 4, 5, 7, 9])
+    new = match(prev, nxt, None, acts(same), acts({**same, 8: (9, 1.0)})).events.row(0, named=True)
+    assert (new["kind"], new["targets"], new["witness"]) == ("birth", [7], "absent")
+    assert new["carried"] < 0.5 and new["confidence"] == 1.0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_witness_carried_must_be_a_positive_share_or_none(bad):
+    with pytest.raises(ValueError, match="MatchConfig.witness_carried must be finite and > 0"):
+        MatchConfig(witness_carried=bad)

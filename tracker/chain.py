@@ -163,9 +163,8 @@ class Chain:
             if not pending:
                 break
             # Every birth still undated, witnessed on this older checkpoint in one encode.
-            here = check(
-                cp.sae, [features[i] for i in pending], z_born[:, pending], older.acts, self.config
-            )
+            ids = [features[i] for i in pending]
+            here = check(cp.sae, ids, z_born[:, pending], older.acts, self.config, cp.acts)
             for k, i in enumerate(pending):
                 if not here.present[k]:
                     rows[i] |= {
@@ -173,6 +172,7 @@ class Chain:
                         "witness": WITNESSED,
                         "presence": float(here.strength[k]),
                         "presence_corr": float(here.corr[k]),
+                        "carried": float(here.carried[k]),
                         "gap": gap,
                         "confidence": event_confidence(
                             rows[i]["match_confidence"], WITNESSED, rows[i]["seeds"], self.config
@@ -189,10 +189,13 @@ class Chain:
         for seen in {id(item.seen): item.seen for item in lost}.values():
             group = [i for i, item in enumerate(lost) if item.seen is seen]
             z = torch.stack([lost[i].z for i in group], 1)
-            here = check(seen.sae, [lost[i].feature for i in group], z, acts, self.config)
+            ids = [lost[i].feature for i in group]
+            here = check(seen.sae, ids, z, acts, self.config, seen.acts)
             for k, i in enumerate(group):
                 one = slice(k, k + 1)
-                found[i] = Presence(here.corr[one], here.strength[one], here.present[one])
+                found[i] = Presence(
+                    here.corr[one], here.strength[one], here.present[one], here.carried[one]
+                )
         return [found[i] for i in range(len(lost))]
 
     # -- lost features ----------------------------------------------------------------------
@@ -212,15 +215,17 @@ class Chain:
         w_lost = torch.stack([lost.seen.sae.W_dec.detach().cpu()[lost.feature] for lost in gone])
         cosine = _unit(w_lost) @ _unit(cp.sae.W_dec.detach().cpu()[born]).t()
         sim = corr if result.signal == "activation" else cosine
-        if self.dead:
-            # A death `prev` witnessed is undone only by a feature already present there (its
-            # birth dated back past `prev`) whose encoder reads the dead feature's own pattern
-            # from `prev`'s activations: the model still carried it, in another direction,
-            # so the two are compared on their activations whatever the signal.
-            n = len(self.lost)
-            read = rows_lost[n:] @ activation_rows(_own_z(cp, born, prev)).t()
-            ok = (read >= result.tau) & (torch.tensor(births["prev_step"].to_list()) < prev.step)
-            sim = torch.cat([sim[:n], torch.where(ok, corr[n:], -1.0)])
+        # A feature already present at `prev` (its birth dated back past it, or contradicted
+        # there) whose encoder reads a gone feature's own pattern from `prev`'s activations
+        # continues it: the model still carried it, in another direction, so the two are
+        # compared on their activations whatever the signal. Only so is a death undone.
+        read = rows_lost @ activation_rows(_own_z(cp, born, prev)).t()
+        there = (torch.tensor(births["prev_step"].to_list()) < prev.step) | torch.tensor(
+            [w == CONTRADICTED for w in births["witness"].to_list()]
+        )
+        moved = torch.where((read >= result.tau) & there, corr, -1.0)
+        n = len(self.lost)
+        sim = torch.cat([torch.maximum(sim[:n], moved[:n]), moved[n:]])
         pairs = assign_dense(sim.double().numpy(), result.tau)
         found: dict[int, Lost] = {}
         rows = []
@@ -303,6 +308,7 @@ class Chain:
             "witness": witness,
             "presence": None if here is None else float(here.strength[0]),
             "presence_corr": None if here is None else float(here.corr[0]),
+            "carried": None if here is None else float(here.carried[0]),
             "gap": gap,
             "seeds": seeds,
             "confirmed": None,

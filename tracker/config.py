@@ -261,33 +261,34 @@ class MatchConfig(ConfigDict):
     """...and this share of its own activation on its own support (a feature growing from
     nothing to full size over one checkpoint interval scores 0; one an SAE merely missed ~1)."""
 
+    witness_carried: float | None = 1.0
+    """...or, whatever its own encoder reads, when the other checkpoint's layer carries its
+    pattern at least this strongly, in any direction, as a share of its own (see
+    `witness.carried`): a death whose pattern the layer carries as strongly afterwards is
+    the SAE's, not the model's, and so is a birth it carried as strongly before. On the toy
+    replay the encoder test's false deaths carried 1.2-1.4, true births at most 0.82. None
+    turns it off."""
+
     trust_witness: bool = False
     """Whether an event the activations witness escapes the seed noise floor's cap. The
-    witness checks each feature against the model's activations, but it cannot tell a real
-    direction from an SAE's junk latent (one mixing or cutting true features) that appears
-    or vanishes: on planted data (d=32, SAEs 2x wide) trusting it let 8 junk-latent events
-    through, all from features no second seed found. On the toy replay (before `confirm`) it
-    raised birth recall from 0.87 to 0.96 at precision 0.82 instead of 0.86; `confirm`, which
-    asks a second seed to find the lineage at a neighbouring checkpoint, gives 0.94 at 0.88.
-    Off by default."""
+    witness cannot tell a real direction from an SAE's junk latent (mixing or cutting true
+    features) that appears or vanishes: on planted data (d=32, SAEs 2x wide) trusting it let
+    8 junk-latent events through, all of features no second seed found. Off by default."""
 
     confirm: bool = True
     """Track confirmation, as multi-object trackers hold a new track tentative until it is
     detected again. A witnessed birth or death of a feature no second seed found is capped
-    by the noise floor only until its lineage shows it is no SAE's junk: a birth is confirmed
-    when another seed finds the born lineage at the next checkpoint (the event is revised
-    then, `confirmed` giving that step), a death when another seed found the dying lineage
-    at the checkpoint before its last one. A feature that forms or fades slowly is weak, and so seed
-    dependent, just where it is born or dies."""
+    by the noise floor only until another seed finds the born lineage at the next checkpoint
+    (`confirmed` gives that step) or found the dying one at the checkpoint before its last:
+    a feature that forms or fades slowly is weak, so seed dependent, where it is born or dies."""
 
     max_gap: int = 2
     """Checkpoints in a row a lineage may go unseen while the activations still show its
     feature (an SAE missed it) and still be continued when a later SAE finds it again, as
-    multi-object trackers keep a lost track. Past that the lineage ends with a death the
-    activations do not witness (low confidence). A witnessed death is taken back when the
-    next checkpoint's SAE finds a feature that was already present at the death's checkpoint
-    and whose encoder reads the dead feature's pattern there (correlation >= tau): the model
-    kept the feature in another direction. 0 turns gaps off."""
+    multi-object trackers keep a lost track; past that it ends with an unwitnessed death
+    (low confidence). A feature found already present at the last checkpoint whose encoder
+    reads a lost (or just dead) feature's pattern there (correlation >= tau) continues it:
+    the model kept it in another direction (a death is taken back). 0 turns gaps off."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -304,6 +305,11 @@ class MatchConfig(ConfigDict):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"MatchConfig.{name} must be in [0, 1], got {value!r}")
+        carried = self.witness_carried
+        if carried is not None and not (carried > 0 and math.isfinite(carried)):
+            raise ValueError(
+                f"MatchConfig.witness_carried must be finite and > 0 (or None), got {carried!r}"
+            )
         if not (self.min_activation >= 0 and math.isfinite(self.min_activation)):
             raise ValueError(
                 f"MatchConfig.min_activation must be finite and >= 0, got {self.min_activation!r}"

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TOOL = "training-dynamics-tracker"
 """Written in the meta table beside the schema version: the files this tool created."""
 NO_EXTENSIONS: dict[str, str | bool | int | float | list[str]] = {
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS edges (run VARCHAR, layer VARCHAR, prev_step BIGINT, 
 CREATE TABLE IF NOT EXISTS events (run VARCHAR, layer VARCHAR, prev_step BIGINT, step BIGINT,
     kind VARCHAR, sources INTEGER[], targets INTEGER[], confidence DOUBLE,
     match_confidence DOUBLE, score DOUBLE,
-    witness VARCHAR, presence DOUBLE, presence_corr DOUBLE, gap INTEGER, seeds INTEGER,
+    witness VARCHAR, presence DOUBLE, presence_corr DOUBLE, carried DOUBLE, gap INTEGER,
+    seeds INTEGER,
     confirmed BIGINT);
 CREATE TABLE IF NOT EXISTS lineages (run VARCHAR, layer VARCHAR, lineage BIGINT,
     parent BIGINT, kind VARCHAR, step BIGINT);

@@ -29,6 +29,9 @@ def with_evidence(events: pl.DataFrame) -> pl.DataFrame:
         pl.col("presence").round(2).cast(pl.Utf8),
         pl.lit(", corr "),
         pl.col("presence_corr").round(2).cast(pl.Utf8),
+        pl.when(pl.col("carried").is_not_nan())
+        .then(pl.concat_str(pl.lit(", carried "), pl.col("carried").round(2).cast(pl.Utf8)))
+        .otherwise(pl.lit("")),
         pl.lit(")"),
         pl.when(pl.col("seeds") == 2)
         .then(pl.lit("; stable across seeds"))

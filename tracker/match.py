@@ -120,7 +120,8 @@ class _Matcher:
         """Features `rows` of `side`, run on the other side's activations."""
         if side.codes is None or other.acts is None:
             return None
-        return check(side.sae, side.ids[rows].tolist(), side.codes.z[:, rows], other.acts, self.cfg)
+        ids, z = side.ids[rows].tolist(), side.codes.z[:, rows]
+        return check(side.sae, ids, z, other.acts, self.cfg, acts_own=side.acts)
 
     def _witness(self, side: Side, rows: list[int], other: Side) -> Verdict:
         """(witness, presence, corr) of an event whose features `rows` of `side` should be
@@ -132,9 +133,9 @@ class _Matcher:
         """Record an event with its evidence: the activation witness (split children and
         births should be absent before; merge parents and deaths after) and the seeds."""
         if kind in ("split", "birth"):
-            witness, strength, corr = self._witness(self.nxt, ns, self.prev)
+            witness, strength, corr, carried = self._witness(self.nxt, ns, self.prev)
         else:
-            witness, strength, corr = self._witness(self.prev, ps, self.nxt)
+            witness, strength, corr, carried = self._witness(self.prev, ps, self.nxt)
         sides = (self.prev.seeds(ps) if ps else None, self.nxt.seeds(ns) if ns else None)
         known = [s for s in sides if s is not None]
         seeds = min(known) if known else None
@@ -149,6 +150,7 @@ class _Matcher:
                 witness,
                 None if witness is None else strength,
                 None if witness is None else corr,
+                None if witness is None else carried,
                 seeds,
             )
         )
@@ -281,6 +283,7 @@ class _Matcher:
                 "witness": [e.witness for e in self.events],
                 "presence": [e.presence for e in self.events],
                 "presence_corr": [e.presence_corr for e in self.events],
+                "carried": [e.carried for e in self.events],
                 "gap": [0] * len(self.events),
                 "seeds": [e.seeds for e in self.events],
                 "confirmed": [None] * len(self.events),

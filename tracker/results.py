@@ -26,6 +26,7 @@ EVENT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "witness": pl.Utf8,
     "presence": pl.Float64,
     "presence_corr": pl.Float64,
+    "carried": pl.Float64,
     "gap": pl.Int64,
     "seeds": pl.Int64,
     "confirmed": pl.Int64,
@@ -56,6 +57,7 @@ class Event(NamedTuple):
     witness: str | None
     presence: float | None
     presence_corr: float | None
+    carried: float | None
     seeds: int | None
 
 
@@ -73,7 +75,9 @@ class MatchResult(NamedTuple):
     ("absent": the activations agree, "present": they contradict, null without
     activations), presence and presence_corr (the witness's strength and correlation: of a
     born feature in the earlier activations, of a dying one in the later, of the least
-    present split child / merge parent), gap (checkpoints skipped, see `lineage.Chain`),
+    present split child / merge parent), carried (how strongly the other checkpoint's
+    activations carry that feature's pattern in any direction, as a share of its own: see
+    `witness.carried`), gap (checkpoints skipped, see `lineage.Chain`),
     seeds (2 when every feature of the event is stable, found by most of the fitted seeds;
     else 1) and confirmed
     (set by `chain.Chain`: the step where another seed found the lineage of a feature this

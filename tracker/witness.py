@@ -72,7 +72,12 @@ class Presence:
     own, as a share of its mean activation there (1: as strong; 0: gone)."""
     present: np.ndarray
     """Bool [F]: corr and strength clear their thresholds, and its mean activation where it
-    fires at its own checkpoint, times the strength, clears `min_activation`."""
+    fires at its own checkpoint, times the strength, clears `min_activation`; or `carried`
+    clears its own."""
+    carried: np.ndarray
+    """[F] how strongly the other checkpoint's activations carry the feature's pattern, in
+    any direction, as a share of how strongly its own do (NaN where its own activations
+    were not given; see `carried`)."""
 
 
 @torch.no_grad()
@@ -85,16 +90,20 @@ def presence(
     min_corr: float,
     min_strength: float,
     min_activation: float = 0.0,
+    acts_own: Tensor | None = None,
+    min_carried: float = float("inf"),
 ) -> Presence:
     """Run features `ids` of `sae` (whose activations on their own checkpoint are the
-    columns of `z_own_NF`) on another checkpoint's activations `acts_other` [n, d].
+    columns of `z_own_NF`) on another checkpoint's activations `acts_other` [n, d]. With
+    the feature's own checkpoint's activations `acts_own`, it is also present where the
+    other activations carry its pattern at least `min_carried` as strongly as its own.
 
     No firing-frequency test: a rare feature near `min_frequency` drifts across it between
     checkpoints while firing on the same inputs as strongly (on the toy replay such
     features gave confident false deaths)."""
     if len(ids) == 0:
         empty = np.zeros(0)
-        return Presence(empty, empty, np.zeros(0, bool))
+        return Presence(empty, empty, np.zeros(0, bool), empty)
     z_other = sae.latents(acts_other, columns=torch.as_tensor(list(ids)))
     own = z_own_NF > 0
     on_support = (z_other * own).sum(0) / (z_own_NF * own).sum(0).clamp_min(1e-12)
@@ -108,14 +117,40 @@ def presence(
     own_mean = (sae.mean_activation.cpu() * sae.input_scale.cpu())[list(ids)]
     strong = own_mean * on_support >= min_activation
     present = (corr >= min_corr) & (on_support >= min_strength) & strong
-    return Presence(corr.double().numpy(), on_support.double().numpy(), present.numpy())
+    share = torch.full_like(corr, torch.nan)
+    if acts_own is not None:
+        share = carried(z_own_NF, acts_own, acts_other)
+        present |= share >= min_carried
+    return Presence(
+        corr.double().numpy(), on_support.double().numpy(), present.numpy(), share.double().numpy()
+    )
+
+
+@torch.no_grad()
+def carried(z_own_NF: Tensor, acts_own: Tensor, acts_other: Tensor) -> Tensor:
+    """[F] how strongly `acts_other` carry each column's pattern of `z_own_NF` (its
+    activations over the probe set at its own checkpoint) as a share of how strongly
+    `acts_own` do: the norm of the activations' covariance with the pattern, Xᵀ(z − z̄),
+    at the other checkpoint over that at its own. Basis-free: whatever direction, or
+    several, the model moved the feature to, the layer's response to the same inputs is
+    measured in the layer's units; 1 where it is as strong, near 0 where no direction of
+    the layer varies with the pattern (0 for a constant pattern)."""
+    z = z_own_NF.float() - z_own_NF.float().mean(0)
+    own = (acts_own.float().t() @ z).norm(dim=0)
+    other = (acts_other.float().t() @ z).norm(dim=0)
+    return torch.where(own > 0, other / own.clamp_min(1e-30), 0.0)
 
 
 def check(
-    sae: SAE, ids: Sequence[int], z_own_NF: Tensor, acts_other: Tensor, cfg: MatchConfig
+    sae: SAE,
+    ids: Sequence[int],
+    z_own_NF: Tensor,
+    acts_other: Tensor,
+    cfg: MatchConfig,
+    acts_own: Tensor | None = None,
 ) -> Presence:
     """`presence` at the thresholds of `cfg` (witness_corr, witness_strength,
-    min_activation)."""
+    min_activation, witness_carried)."""
     return presence(
         sae,
         ids,
@@ -124,6 +159,8 @@ def check(
         min_corr=cfg.witness_corr,
         min_strength=cfg.witness_strength,
         min_activation=cfg.min_activation,
+        acts_own=acts_own,
+        min_carried=float("inf") if cfg.witness_carried is None else cfg.witness_carried,
     )
 
 
@@ -134,10 +171,12 @@ class Verdict(NamedTuple):
     """WITNESSED, CONTRADICTED, or None when there were no activations to look at."""
     strength: float
     corr: float
-    """Presence strength and pattern correlation of the least present feature."""
+    carried: float
+    """Presence strength, pattern correlation and carried share of the least present
+    feature."""
 
 
-NO_VERDICT = Verdict(None, float("nan"), float("nan"))
+NO_VERDICT = Verdict(None, float("nan"), float("nan"), float("nan"))
 
 
 def verdict(found: Presence) -> Verdict:
@@ -146,7 +185,12 @@ def verdict(found: Presence) -> Verdict:
     present one."""
     weakest = int(np.argmin(found.strength))
     witness = CONTRADICTED if found.present.all() else WITNESSED
-    return Verdict(witness, float(found.strength[weakest]), float(found.corr[weakest]))
+    return Verdict(
+        witness,
+        float(found.strength[weakest]),
+        float(found.corr[weakest]),
+        float(found.carried[weakest]),
+    )
 
 
 def act_corr(a: Codes, b: Codes, pairs: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -49,10 +49,10 @@ def drift(first, later, cfg):
     (sae0, x0, l0), (sae1, x1, l1) = first, later
     both = sorted(set(l0) & set(l1))
     f0, f1 = [l0[i] for i in both], [l1[i] for i in both]
-    z0 = sae0.latents(x0, columns=torch.tensor(f0))
-    z1 = sae1.latents(x1, columns=torch.tensor(f1))
+    z0 = sae0.latents(x0, columns=torch.tensor(f0, dtype=torch.long))
+    z1 = sae1.latents(x1, columns=torch.tensor(f1, dtype=torch.long))
     corr = (activation_rows(z0) * activation_rows(z1)).sum(1).numpy()
-    return both, f0, f1, corr, check(sae1, f1, z1, x0, cfg), check(sae0, f0, z0, x1, cfg)
+    return both, f0, f1, corr, check(sae1, f1, z1, x0, cfg, x1), check(sae0, f0, z0, x1, cfg, x0)
 
 
 def main() -> None:
@@ -86,6 +86,12 @@ def main() -> None:
         f"(by correlation alone {(new.corr < cfg.witness_corr).sum()}); earlier feature absent "
         f"at {args.end}: {(~old.present).sum()} (by correlation alone "
         f"{(old.corr < cfg.witness_corr).sum()})"
+    )
+    print(
+        f"  carried (how strongly the other end's layer carries a feature's pattern), median: "
+        f"earlier features at {args.end} {np.median(old.carried):.2f}, later features at "
+        f"{args.start} {np.median(new.carried):.2f}; a turnover's earlier feature "
+        f"{np.median(old.carried[turnover]) if turnover.any() else float('nan'):.2f}"
     )
     found = db.sql("SELECT table_name FROM information_schema.tables")["table_name"].to_list()
     if "grok_features" in found:
