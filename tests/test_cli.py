@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tracker import SAE, commands
-from tracker.cli import main
+from tracker.cli import build_parser, main
+from tracker.commands import match_config
 from tracker.synthetic import planted_sparse
 
 
@@ -131,3 +132,17 @@ def test_ctrl_c_exits_130_with_one_line_not_a_traceback(monkeypatch, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("tracker fit: interrupted; what was written is kept whole")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_witness_carried_is_a_share_or_off_on_the_command_line():
+    parser = build_parser()
+    base = ["analyze", "acts", "--db", "x.duckdb"]
+    assert match_config(parser.parse_args(base)).witness_carried == 1.0
+    assert (
+        match_config(parser.parse_args([*base, "--witness-carried", "0.9"])).witness_carried == 0.9
+    )
+    assert (
+        match_config(parser.parse_args([*base, "--witness-carried", "off"])).witness_carried is None
+    )
+    with pytest.raises(ValueError, match="MatchConfig.witness_carried must be finite and > 0"):
+        match_config(parser.parse_args([*base, "--witness-carried", "0"]))

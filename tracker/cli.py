@@ -56,6 +56,18 @@ def _add_match_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.min_frequency,
         help="features firing on at most this share of the probe set are dead",
     )
+    group.add_argument(
+        "--witness-carried",
+        type=share_or_off,
+        default=defaults.witness_carried,
+        metavar="SHARE|off",
+        help="a feature is also present where the other checkpoint's layer carries its "
+        "pattern at least this strongly (default 1.0; off: its own encoder alone)",
+    )
+
+
+def share_or_off(text: str) -> float | None:
+    return None if text == "off" else float(text)
 
 
 def _add_sae_options(parser: argparse.ArgumentParser) -> None:

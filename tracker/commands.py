@@ -37,10 +37,18 @@ def sae_config(args: argparse.Namespace, progress: bool = True) -> SAEConfig:
     )
 
 
-def analyze_command(args: argparse.Namespace) -> int:
-    match = MatchConfig(
-        tau_match=args.tau, min_confidence=args.min_confidence, min_frequency=args.min_frequency
+def match_config(args: argparse.Namespace) -> MatchConfig:
+    """The match options of `tracker analyze` and `tracker capture`."""
+    return MatchConfig(
+        tau_match=args.tau,
+        min_confidence=args.min_confidence,
+        min_frequency=args.min_frequency,
+        witness_carried=args.witness_carried,
     )
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    match = match_config(args)
     analyze(
         args.dir,
         args.db,
@@ -100,9 +108,7 @@ def capture_command(args: argparse.Namespace) -> int:
         probe_batch_size=args.probe_batch_size,
         device=args.device,
         sae=sae_config(args, progress=False),
-        match=MatchConfig(
-            tau_match=args.tau, min_confidence=args.min_confidence, min_frequency=args.min_frequency
-        ),
+        match=match_config(args),
         progress=True,
     )
     print(
