@@ -124,8 +124,8 @@ class _Matcher:
         return check(side.sae, ids, z, other.acts, self.cfg, acts_own=side.acts)
 
     def _witness(self, side: Side, rows: list[int], other: Side) -> Verdict:
-        """(witness, presence, corr) of an event whose features `rows` of `side` should be
-        absent from `other`'s activations (see `witness.verdict`)."""
+        """(witness, presence, corr, carried) of an event whose features `rows` of `side`
+        should be absent from `other`'s activations (see `witness.verdict`)."""
         found = self._presence(side, rows, other)
         return NO_VERDICT if found is None else verdict(found)
 
