@@ -270,11 +270,12 @@ def test_a_feature_whose_direction_moved_is_carried_so_no_death_is_claimed():
     assert missed.select("prev_step", "source", "target").rows() == [(0, 6, None)]
     assert found.ids[7] == first.ids[6]
     # By its own encoder alone feature 6 is absent at 10; what the layer carries says present.
-    z = sae_of(ALL).latents(x0, columns=torch.tensor([6]))
-    here = check(sae_of(ALL), [6], z, x1, MatchConfig(), acts_own=x0)
+    sae = sae_of(ALL)
+    z = sae.latents(x0, columns=torch.tensor([6]))
+    here = check(sae, [6], z, x1, MatchConfig(), acts_own=x0)
     assert here.strength[0] == pytest.approx(0.0, abs=1e-6) and here.present[0]
     assert here.carried[0] == pytest.approx(1.0, abs=1e-4)
-    assert not check(sae_of(ALL), [6], z, x1, ENCODER_ONLY, x0).present[0]
+    assert not check(sae, [6], z, x1, ENCODER_ONLY, x0).present[0]
 
 
 def test_a_death_is_taken_back_when_the_next_sae_finds_the_feature_moved():

@@ -192,10 +192,7 @@ class Chain:
             ids = [lost[i].feature for i in group]
             here = check(seen.sae, ids, z, acts, self.config, seen.acts)
             for k, i in enumerate(group):
-                one = slice(k, k + 1)
-                found[i] = Presence(
-                    here.corr[one], here.strength[one], here.present[one], here.carried[one]
-                )
+                found[i] = here.part(slice(k, k + 1))
         return [found[i] for i in range(len(lost))]
 
     # -- lost features ----------------------------------------------------------------------

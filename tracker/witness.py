@@ -79,6 +79,12 @@ class Presence:
     any direction, as a share of how strongly its own do (NaN where its own activations
     were not given; see `carried`)."""
 
+    def part(self, index: slice) -> Presence:
+        """The same measures for the features at `index` only."""
+        return Presence(
+            self.corr[index], self.strength[index], self.present[index], self.carried[index]
+        )
+
 
 @torch.no_grad()
 def presence(
@@ -135,7 +141,8 @@ def carried(z_own_NF: Tensor, acts_own: Tensor, acts_other: Tensor) -> Tensor:
     several, the model moved the feature to, the layer's response to the same inputs is
     measured in the layer's units; 1 where it is as strong, near 0 where no direction of
     the layer varies with the pattern (0 for a constant pattern)."""
-    z = z_own_NF.float() - z_own_NF.float().mean(0)
+    z = z_own_NF.float()
+    z = z - z.mean(0)
     own = (acts_own.float().t() @ z).norm(dim=0)
     other = (acts_other.float().t() @ z).norm(dim=0)
     return torch.where(own > 0, other / own.clamp_min(1e-30), 0.0)
